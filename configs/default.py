@@ -1,0 +1,66 @@
+"""Default: the seed's GRU encoder-decoder trained on all the English-French pairs.
+
+  python train.py --config=configs/default.py --workdir=workdirs/default \
+      --config.data.manual_dir=../shared/data/fra-eng
+
+Splits are assigned by English source (a stable hash: 96% train, 2% validation, 2% test),
+so no test source is seen in training; the vocabulary comes from the training split.
+Pairs longer than the length that keeps 99% of them whole are dropped and counted;
+batches are bucketed by length. Time and results: see the README's table.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.data_dir = '~/tensorflow_datasets'  # where TFDS keeps the prepared splits
+  config.data.manual_dir = ''  # a directory with fra.txt or fra-eng.zip; '' = download
+  config.data.train_split = 'train'
+  config.data.val_split = 'validation'
+  config.data.test_split = 'test'
+  config.data.max_pairs = 0  # keep only the first N pairs of each split (0 = all)
+  config.data.tokenizer = 'word'  # the book's word tokens
+  config.data.min_freq = 2  # the book's vocabulary threshold
+  config.data.vocab_includes_validation = False  # the book counts validation tokens too
+  config.data.num_steps = 0  # > 0: trim/pad every sentence to this (the book); 0: buckets
+  config.data.max_len = 0  # 0: the length that keeps `length_quantile` of the pairs whole
+  config.data.length_quantile = 0.99
+  config.data.buckets = ()  # bucket lengths; () = quantiles of the training lengths
+
+  config.model = ml_collections.ConfigDict()
+  config.model.embed_size = 256
+  config.model.num_hiddens = 256
+  config.model.num_layers = 2
+  config.model.dropout = 0.2
+  config.model.decoder = 'plain'  # 'plain' (the seed) or 'attention' (Bahdanau)
+  config.model.dtype = 'float32'  # matmul inputs: 'float32' or 'bfloat16' (f32 accumulation)
+  config.model.unroll = 1  # time steps per scan iteration
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128  # global, over all devices and hosts
+  config.train.num_epochs = 10
+  config.train.num_train_steps = 0  # > 0 overrides num_epochs
+  config.train.learning_rate = 0.005  # the book's
+  config.train.schedule = 'constant'  # 'constant', 'cosine' or 'rsqrt' (with warmup)
+  config.train.warmup_steps = 0
+  config.train.weight_decay = 0.0
+  config.train.label_smoothing = 0.0
+  config.train.grad_clip = 1.0  # global-norm clipping, as the seed
+  config.train.log_every_steps = 100
+  config.train.eval_every_steps = 0  # 0: once per epoch
+  config.train.checkpoint_every_steps = 0  # 0: once per epoch
+  config.train.keep_checkpoints = 3
+  config.train.time_budget_s = 0  # > 0: stop cleanly after this many seconds
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 256
+  config.eval.decode_batch_size = 512
+  config.eval.bleu_sentences = 1000  # validation sources translated for BLEU (0 = all)
+  config.eval.num_samples = 3  # sample translations in the log
+
+  config.examples = ()  # (source, reference) pairs printed with the book's BLEU at the end
+  return config

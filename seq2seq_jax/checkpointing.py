@@ -1,0 +1,133 @@
+"""Orbax checkpoints: the latest K in `checkpoints/latest/`, the best by validation BLEU in
+`checkpoints/best/`, each step a directory holding the train state and a JSON record
+(data position, best score, the model's shape) that makes resuming and translating
+self-checking.
+
+Orbax writes a step into a temporary directory and renames it when complete, so a save
+that was killed half-way leaves no step directory and is never restored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from seq2seq_jax import errors
+
+CheckpointChoice = str  # 'best' | 'latest' | a step number
+
+
+class CheckpointError(errors.UserError):
+  """A missing, unreadable or mismatched checkpoint (the message says which)."""
+
+
+def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep, create=not read_only, read_only=read_only
+  )
+  return ocp.CheckpointManager(directory.absolute(), options=options)
+
+
+class Checkpoints:
+  """The two managers of a workdir."""
+
+  def __init__(self, workdir: str | os.PathLike, keep: int = 3, read_only: bool = False):
+    root = Path(workdir) / 'checkpoints'
+    if read_only and not root.is_dir():
+      raise CheckpointError(f'no checkpoints in {workdir} (looked for {root})')
+    self.latest = _manager(root / 'latest', keep, read_only)
+    self.best = _manager(root / 'best', 1, read_only)
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    if step not in self.latest.all_steps():
+      self.latest.save(step, args=args)
+    if best and step not in self.best.all_steps():
+      self.best.save(step, args=args)
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
+
+  def resolve(self, choice: CheckpointChoice) -> tuple[ocp.CheckpointManager, int]:
+    """'best' (falls back to latest when no best was saved), 'latest' or a step."""
+    if choice == 'best':
+      step = self.best.latest_step()
+      if step is not None:
+        return self.best, step
+      choice = 'latest'
+    if choice == 'latest':
+      step = self.latest.latest_step()
+      if step is None:
+        raise CheckpointError('the workdir holds no complete checkpoint')
+      return self.latest, step
+    try:
+      step = int(choice)
+    except ValueError:
+      raise CheckpointError(
+        f"--checkpoint must be 'best', 'latest' or a step, got {choice!r}"
+      ) from None
+    for manager in (self.latest, self.best):
+      if step in manager.all_steps():
+        return manager, step
+    steps = sorted(set(self.latest.all_steps()) | set(self.best.all_steps()))
+    raise CheckpointError(f'no checkpoint at step {step}; the workdir has steps {steps}')
+
+  def read_meta(self, choice: CheckpointChoice) -> tuple[int, dict]:
+    manager, step = self.resolve(choice)
+    restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return step, dict(restored['meta'])
+
+  def restore(self, choice: CheckpointChoice, abstract_state: Any) -> tuple[int, Any, dict]:
+    """Restores (step, state, meta); `abstract_state` gives the tree, shapes and dtypes."""
+    manager, step = self.resolve(choice)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    try:
+      restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+        ),
+      )
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(
+        f'checkpoint step {step} does not match this model: {str(e).splitlines()[0][:300]}'
+      ) from e
+    return step, restored['state'], dict(restored['meta'])
+
+
+def signature(model_cfg: dict, src_vocab_size: int, tgt_vocab_size: int, tokenizer: str) -> dict:
+  """What a checkpoint must agree on with a config to be restored (dtype and unroll may
+  change between runs: they do not change the parameters)."""
+  return {
+    **{k: v for k, v in model_cfg.items() if k not in ('dtype', 'unroll')},
+    'src_vocab_size': src_vocab_size,
+    'tgt_vocab_size': tgt_vocab_size,
+    'tokenizer': tokenizer,
+  }
+
+
+def check_compatible(saved: dict, current: dict) -> None:
+  """Fails with a clear message when a checkpoint's model shape differs from the config's."""
+  diffs = [
+    f'{k}: checkpoint {saved.get(k)!r} vs config {v!r}'
+    for k, v in current.items()
+    if saved.get(k) != v
+  ]
+  if diffs:
+    raise CheckpointError(
+      'the checkpoint in this workdir was trained with another model or '
+      'vocabulary (' + '; '.join(diffs) + '); use a new --workdir or the '
+      'original config'
+    )

@@ -1,0 +1,89 @@
+"""Corpus BLEU and chrF of a trained workdir on held-out pairs.
+
+  python -m seq2seq_jax.evaluate --workdir=DIR --pairs=FILE.tsv   # English<TAB>French lines
+  python -m seq2seq_jax.evaluate --workdir=DIR --split=test        # the TFDS test split
+
+All references of a repeated source count together (sacreBLEU's multi-reference BLEU).
+The hypotheses go to a file beside the input (or `--output`); the scores, the number of
+sentences and sentences/s are printed as one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+
+from seq2seq_jax import errors, inference, input_pipeline, metrics_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
+flags.DEFINE_string('pairs', None, 'A file of English<TAB>French lines.')
+flags.DEFINE_string('split', None, "A TFDS split of the workdir's data (e.g. 'test').")
+flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+flags.DEFINE_string('output', None, 'Where to write the hypotheses (one per source).')
+flags.DEFINE_integer('batch_size', 512, 'Sentences translated together.')
+flags.mark_flag_as_required('workdir')
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+  """English<TAB>French lines (extra columns ignored); malformed lines are counted."""
+  pairs, skipped = [], 0
+  try:
+    lines = Path(path).read_text(encoding='utf-8').splitlines()
+  except UnicodeDecodeError as e:
+    raise errors.UserError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start})') from e
+  for line in lines:
+    parts = line.split('\t')
+    if len(parts) >= 2 and parts[0].strip() and parts[1].strip():
+      pairs.append((parts[0].strip(), parts[1].strip()))
+    elif line.strip():
+      skipped += 1
+  if skipped:
+    logging.warning('%s: skipped %d malformed lines', path, skipped)
+  if not pairs:
+    raise errors.UserError(f'{path} holds no English<TAB>French pairs')
+  return pairs
+
+
+def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> tuple[dict, list]:
+  refs = metrics_lib.group_references([p[0] for p in pairs], [p[1] for p in pairs])
+  sources = list(refs)
+  t0 = time.perf_counter()
+  hyps = translator.translate(sources)
+  seconds = time.perf_counter() - t0
+  references = [[translator.tgt_tok.reference(r) for r in refs[s]] for s in sources]
+  scores = metrics_lib.corpus_scores(hyps, references)
+  scores['sentences_per_s'] = len(sources) / max(seconds, 1e-9)
+  return scores, list(zip(sources, hyps, strict=True))
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  with errors.one_line_errors('evaluate'):
+    if bool(FLAGS.pairs) == bool(FLAGS.split):
+      raise errors.UserError('give exactly one of --pairs=FILE or --split=NAME')
+    translator = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.batch_size)
+    if FLAGS.pairs:
+      pairs = read_pairs(FLAGS.pairs)
+      output = FLAGS.output or f'{FLAGS.pairs}.hyp'
+    else:
+      pairs = input_pipeline.load_pairs(translator.config.data, FLAGS.split)
+      output = FLAGS.output or str(Path(FLAGS.workdir) / f'{FLAGS.split}.hyp')
+    scores, translations = evaluate(translator, pairs)
+    Path(output).write_text(''.join(h + '\n' for _, h in translations), encoding='utf-8')
+    result = {
+      'bleu': round(scores['bleu'], 2),
+      'chrf': round(scores['chrf'], 2),
+      'sentences': scores['sentences'],
+      'sentences_per_s': round(scores['sentences_per_s'], 1),
+      'checkpoint_step': translator.step,
+      'hypotheses': output,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,296 @@
+"""Input pipeline: TFDS pairs -> tokenizer -> id arrays -> shuffled, padded NumPy batches.
+
+Two layouts:
+- the book's (`num_steps > 0`): every sentence trimmed or padded to `num_steps`;
+- length buckets (`num_steps == 0`): pairs longer than `max_len` are dropped (counted),
+  each batch holds pairs of similar length padded to one of a few bucket lengths, so
+  little compute goes to padding and XLA compiles one program per bucket.
+
+Batches are a pure function of (seed, epoch, index): a `Batcher` resumes at any position.
+Nothing after this module imports TFDS or the tokenizers' libraries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from absl import logging
+
+from seq2seq_jax import text
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class EncodedPairs:
+  """Token ids of a split: `src`/`tgt` are `[n, width]` (0-padded, ending in `<eos>`)."""
+
+  src: np.ndarray
+  src_len: np.ndarray
+  tgt: np.ndarray
+  tgt_len: np.ndarray
+  sources: list[str]  # the raw sentences, for BLEU and sample translations
+  targets: list[str]
+
+  def __len__(self) -> int:
+    return len(self.src_len)
+
+
+def _pack(seqs: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
+  out = np.zeros((len(seqs), width), np.int32)
+  lengths = np.zeros(len(seqs), np.int32)
+  for i, s in enumerate(seqs):
+    s = s[:width]
+    out[i, : len(s)] = s
+    lengths[i] = len(s)
+  return out, lengths
+
+
+def encode_pairs(
+  pairs: Sequence[tuple[str, str]],
+  src_tok: text.WordTokenizer,
+  tgt_tok: text.WordTokenizer,
+  *,
+  num_steps: int = 0,
+  max_len: int = 0,
+) -> EncodedPairs:
+  """Tokenizes pairs. `num_steps > 0`: trim to it (the book); else drop pairs longer than
+  `max_len` tokens on either side (`<eos>` included), logging how many."""
+  src_ids = [src_tok.encode(en) for en, _ in pairs]
+  tgt_ids = [tgt_tok.encode(fr) for _, fr in pairs]
+  if num_steps > 0:
+    width, keep = num_steps, range(len(pairs))
+  else:
+    width = max_len
+    keep = [i for i in range(len(pairs)) if max(len(src_ids[i]), len(tgt_ids[i])) <= max_len]
+    dropped = len(pairs) - len(keep)
+    if dropped:
+      logging.info(
+        'dropped %d of %d pairs longer than max_len=%d tokens (%.2f%%)',
+        dropped,
+        len(pairs),
+        max_len,
+        100.0 * dropped / max(len(pairs), 1),
+      )
+  src, src_len = _pack([src_ids[i] for i in keep], width)
+  tgt, tgt_len = _pack([tgt_ids[i] for i in keep], width)
+  return EncodedPairs(
+    src, src_len, tgt, tgt_len, [pairs[i][0] for i in keep], [pairs[i][1] for i in keep]
+  )
+
+
+def length_quantile(
+  pairs: Sequence[tuple[str, str]],
+  src_tok: text.WordTokenizer,
+  tgt_tok: text.WordTokenizer,
+  q: float,
+) -> int:
+  """The smallest max_len that keeps a fraction `q` of the pairs whole."""
+  lengths = [max(len(src_tok.encode(en)), len(tgt_tok.encode(fr))) for en, fr in pairs]
+  return int(np.quantile(np.asarray(lengths), q, method='higher'))
+
+
+def auto_buckets(lengths: np.ndarray, max_len: int, num_buckets: int = 4) -> tuple[int, ...]:
+  """Bucket lengths at quantiles of the pair lengths, the last being `max_len`."""
+  qs = np.linspace(0, 1, num_buckets + 1)[1:-1]
+  inner = np.quantile(lengths, qs, method='higher').astype(int) if len(lengths) else []
+  return tuple(sorted({int(b) for b in inner if 0 < b < max_len} | {max_len}))
+
+
+class Batcher:
+  """Deterministic, resumable batches over `EncodedPairs`.
+
+  An epoch's batch order is a pure function of (seed, epoch): within each bucket the
+  pairs are permuted, cut into batches of `batch_size` (the last one filled with empty
+  rows that carry no target tokens), and all batches are shuffled together. `position`
+  is `(epoch, index)`; a batcher built with the same arguments and restored to a
+  position yields exactly the batches an uninterrupted one would.
+
+  For multi-host training each process passes its `shard=(index, count)` and gets its
+  rows of every global batch.
+  """
+
+  def __init__(
+    self,
+    data: EncodedPairs,
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool = True,
+    num_steps: int = 0,
+    buckets: Sequence[int] = (),
+    shard: tuple[int, int] = (0, 1),
+  ):
+    if batch_size < 1:
+      raise ValueError(f'batch_size must be positive, got {batch_size}')
+    index, count = shard
+    if batch_size % count:
+      raise ValueError(f'the global batch size {batch_size} does not divide over {count} processes')
+    if len(data) == 0:
+      raise ValueError('no pairs to batch: the split is empty after filtering')
+    self.data, self.batch_size, self.seed, self.shuffle = data, batch_size, seed, shuffle
+    self.shard = shard
+    lengths = np.maximum(data.src_len, data.tgt_len)
+    if num_steps > 0:
+      self.buckets = (num_steps,)
+      bucket_of = np.zeros(len(data), np.int64)
+    else:
+      self.buckets = tuple(buckets) or auto_buckets(lengths, data.src.shape[1])
+      bucket_of = np.searchsorted(np.asarray(self.buckets), lengths)
+      if bucket_of.max() >= len(self.buckets):
+        raise ValueError(
+          f'a pair of length {lengths.max()} exceeds the largest bucket {self.buckets[-1]}'
+        )
+    self.members = [np.flatnonzero(bucket_of == b) for b in range(len(self.buckets))]
+    self.epoch, self.index = 0, 0
+    self._plan_epoch = -1
+    self._plan: list[tuple[int, np.ndarray]] = []
+
+  @property
+  def batches_per_epoch(self) -> int:
+    return sum(math.ceil(len(m) / self.batch_size) for m in self.members)
+
+  @property
+  def position(self) -> dict[str, int]:
+    return {'epoch': self.epoch, 'index': self.index}
+
+  def restore(self, position: dict[str, int]) -> None:
+    self.epoch, self.index = int(position['epoch']), int(position['index'])
+
+  def _epoch_plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+    if self._plan_epoch != epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      plan = []
+      for b, members in enumerate(self.members):
+        order = rng.permutation(members) if self.shuffle else members
+        for start in range(0, len(order), self.batch_size):
+          rows = order[start : start + self.batch_size]
+          rows = np.pad(rows, (0, self.batch_size - len(rows)), constant_values=-1)
+          plan.append((b, rows))
+      if self.shuffle:
+        plan = [plan[i] for i in rng.permutation(len(plan))]
+      self._plan, self._plan_epoch = plan, epoch
+    return self._plan
+
+  def make_batch(self, bucket: int, rows: np.ndarray) -> Batch:
+    """Pads the pairs `rows` (-1: an empty row) to the bucket's length."""
+    index, count = self.shard
+    per = len(rows) // count
+    rows = rows[index * per : (index + 1) * per]
+    return make_batch(self.data, rows, self.buckets[bucket])
+
+  def __iter__(self) -> Iterator[Batch]:
+    while True:
+      plan = self._epoch_plan(self.epoch)
+      if self.index >= len(plan):
+        self.epoch, self.index = self.epoch + 1, 0
+        continue
+      bucket, rows = plan[self.index]
+      self.index += 1
+      yield self.make_batch(bucket, rows)
+
+  def one_pass(self) -> Iterator[Batch]:
+    """One epoch from its start, leaving the position alone (evaluation: build the
+    batcher with `shuffle=False` to see every pair once, in bucket order)."""
+    for bucket, rows in self._epoch_plan(0):
+      yield self.make_batch(bucket, rows)
+
+
+def make_batch(data: EncodedPairs, rows: np.ndarray, width: int) -> Batch:
+  """Rows of `data` (-1: empty) -> `src`, `src_len`, `tgt_in` (`<bos>` + shifted target),
+  `tgt_out` (the target; 0 = padding), each `[batch, width]`."""
+  valid = rows >= 0
+  safe = np.where(valid, rows, 0)
+  src = np.where(valid[:, None], data.src[safe, :width], 0).astype(np.int32)
+  src_len = np.where(valid, np.minimum(data.src_len[safe], width), 0).astype(np.int32)
+  tgt_out = np.where(valid[:, None], data.tgt[safe, :width], 0).astype(np.int32)
+  tgt_in = np.concatenate([np.full((len(rows), 1), text.BOS_ID, np.int32), tgt_out[:, :-1]], 1)
+  tgt_in = np.where(valid[:, None], tgt_in, 0)
+  return {'src': src, 'src_len': src_len, 'tgt_in': tgt_in, 'tgt_out': tgt_out}
+
+
+def make_source_batch(
+  src_ids: Sequence[Sequence[int]], width: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """Sources only (translation): trimmed to `width`, padded, with their lengths."""
+  return _pack(src_ids, width)
+
+
+# ---------------------------------------------------------------------------------------
+# From a config to tokenizers and batches.
+
+SRC_VOCAB, TGT_VOCAB = 'vocab_src.json', 'vocab_tgt.json'
+
+
+@dataclasses.dataclass
+class Data:
+  """What training needs from the pipeline."""
+
+  src_tok: text.WordTokenizer
+  tgt_tok: text.WordTokenizer
+  train: EncodedPairs
+  val: EncodedPairs
+  max_len: int  # the longest sequence (either side, `<eos>` included) the model sees
+
+
+def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
+  """(English, French) pairs of a TFDS split (slices like 'full[:512]' allowed)."""
+  from seq2seq_jax import tfds_fra_eng  # TFDS is imported here only
+
+  pairs = tfds_fra_eng.load_pairs(
+    split, data_dir=data_cfg.data_dir, manual_dir=data_cfg.manual_dir or None
+  )
+  if data_cfg.max_pairs:
+    pairs = pairs[: data_cfg.max_pairs]
+  return pairs
+
+
+def tokenizers(data_cfg, workdir: str | None, train_pairs, val_pairs):  # noqa: ANN001
+  """Loads the tokenizers saved in `workdir`, or trains them on the training pairs (and
+  the validation pairs where the config says so, as the book) and saves them there."""
+  from pathlib import Path
+
+  if data_cfg.tokenizer != 'word':
+    raise ValueError(f"data.tokenizer must be 'word', got {data_cfg.tokenizer!r}")
+  paths = [Path(workdir) / SRC_VOCAB, Path(workdir) / TGT_VOCAB] if workdir else []
+  if paths and all(p.exists() for p in paths):
+    return text.WordTokenizer.load(paths[0]), text.WordTokenizer.load(paths[1])
+  pairs = list(train_pairs) + (list(val_pairs) if data_cfg.vocab_includes_validation else [])
+  steps = data_cfg.num_steps or None
+  src_tok = text.WordTokenizer.train((en for en, _ in pairs), data_cfg.min_freq, steps)
+  # The book counts target tokens after adding <bos>; <bos> is reserved here anyway.
+  tgt_tok = text.WordTokenizer.train((fr for _, fr in pairs), data_cfg.min_freq, steps)
+  if paths:
+    src_tok.save(paths[0])
+    tgt_tok.save(paths[1])
+  return src_tok, tgt_tok
+
+
+def prepare(data_cfg, workdir: str | None) -> Data:  # noqa: ANN001
+  """Loads the splits, the tokenizers and the encoded pairs for training."""
+  train_pairs = load_pairs(data_cfg, data_cfg.train_split)
+  val_pairs = load_pairs(data_cfg, data_cfg.val_split)
+  if not train_pairs:
+    raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
+  src_tok, tgt_tok = tokenizers(data_cfg, workdir, train_pairs, val_pairs)
+  if data_cfg.num_steps > 0:
+    max_len = data_cfg.num_steps
+  elif data_cfg.max_len > 0:
+    max_len = data_cfg.max_len
+  else:
+    max_len = length_quantile(train_pairs, src_tok, tgt_tok, data_cfg.length_quantile)
+  enc = dict(num_steps=data_cfg.num_steps, max_len=max_len)
+  train = encode_pairs(train_pairs, src_tok, tgt_tok, **enc)
+  val = encode_pairs(val_pairs, src_tok, tgt_tok, **enc)
+  logging.info(
+    'data: %d training pairs, %d validation pairs, max length %d, vocabularies %d (en) / %d (fr)',
+    len(train),
+    len(val),
+    max_len,
+    src_tok.vocab_size,
+    tgt_tok.vocab_size,
+  )
+  return Data(src_tok, tgt_tok, train, val, max_len)

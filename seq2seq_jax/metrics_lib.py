@@ -1,0 +1,59 @@
+"""Translation quality: the book's sentence BLEU and sacreBLEU's corpus BLEU and chrF."""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Sequence
+
+import sacrebleu
+
+
+def bleu(pred_seq: str, label_seq: str, k: int) -> float:
+  """The book's BLEU: a brevity penalty times n-gram precisions (n <= k), the n-th
+  weighted by 1/2^n. Tokens are split on spaces."""
+  pred_tokens, label_tokens = pred_seq.split(' '), label_seq.split(' ')
+  len_pred, len_label = len(pred_tokens), len(label_tokens)
+  if not pred_seq:
+    return 0.0
+  score = math.exp(min(0.0, 1.0 - len_label / len_pred))
+  for n in range(1, min(k, len_pred) + 1):
+    num_matches, label_subs = 0, collections.defaultdict(int)
+    for i in range(len_label - n + 1):
+      label_subs[' '.join(label_tokens[i : i + n])] += 1
+    for i in range(len_pred - n + 1):
+      ngram = ' '.join(pred_tokens[i : i + n])
+      if label_subs[ngram] > 0:
+        num_matches += 1
+        label_subs[ngram] -= 1
+    score *= math.pow(num_matches / (len_pred - n + 1), math.pow(0.5, n))
+  return score
+
+
+def group_references(sources: Sequence[str], targets: Sequence[str]) -> dict[str, list[str]]:
+  """Source -> all its reference translations, in first-seen order."""
+  refs: dict[str, list[str]] = {}
+  for src, tgt in zip(sources, targets, strict=True):
+    refs.setdefault(src, []).append(tgt)
+  return refs
+
+
+def corpus_scores(
+  hypotheses: Sequence[str], references: Sequence[Sequence[str]], tokenize: str = 'none'
+) -> dict[str, float]:
+  """Corpus BLEU and chrF (sacreBLEU) with a varying number of references per sentence.
+
+  `tokenize='none'` for the book's word output (already tokenized); '13a' for
+  detokenized text.
+  """
+  if len(hypotheses) != len(references):
+    raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} reference sets')
+  if not hypotheses:
+    return {'bleu': 0.0, 'chrf': 0.0, 'sentences': 0}
+  width = max(len(r) for r in references)
+  streams = [[r[i] if i < len(r) else None for r in references] for i in range(width)]
+  return {
+    'bleu': sacrebleu.metrics.BLEU(tokenize=tokenize).corpus_score(hypotheses, streams).score,
+    'chrf': sacrebleu.metrics.CHRF().corpus_score(hypotheses, streams).score,
+    'sentences': len(hypotheses),
+  }

@@ -1,0 +1,431 @@
+"""Flax modules: the seed's encoder-decoder with GRU layers built from `nn.scan`.
+
+Shape convention: batch-major. Token ids are `[batch, time]`; encoder outputs are
+`[batch, time, hidden]` (the seed's PyTorch code is time-major, `[time, batch, hidden]`);
+the encoder's final state is `[layers, batch, hidden]` exactly as the seed's. Decoder
+states are dicts whose leaves all have the batch on axis 0, so that decoding (greedy and
+beam search) can gather and reorder them without knowing what they hold.
+
+The GRU follows PyTorch/cuDNN:
+  r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+  n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+  h' = (1 - z) * n + z * h
+The input projections of all time steps are one matmul outside the scan; the scan body
+does only the `[batch, hidden] x [hidden, 3 hidden]` recurrent matmul. Initialisation is
+the seed's `init_seq2seq` (Xavier-uniform weights) with PyTorch's defaults elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+NEG_INF = -1e9
+
+
+def xavier_uniform(fan_in: int, fan_out: int) -> nn.initializers.Initializer:
+  """Xavier-uniform with explicit fans: a kernel split in parts keeps the whole's scale."""
+  return _uniform(math.sqrt(6.0 / (fan_in + fan_out)))
+
+
+def _uniform(bound: float) -> nn.initializers.Initializer:
+  def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def torch_bias(fan_in: int) -> nn.initializers.Initializer:
+  """PyTorch's default bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  return _uniform(1.0 / math.sqrt(fan_in))
+
+
+def _dense(
+  features: int,
+  fan_in: int,
+  *,
+  use_bias: bool = True,
+  bias_fan_in: int | None = None,
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
+) -> nn.Dense:
+  return nn.Dense(
+    features,
+    use_bias=use_bias,
+    kernel_init=xavier_uniform(fan_in, features),
+    bias_init=torch_bias(bias_fan_in or fan_in),
+    dtype=dtype,
+    name=name,
+  )
+
+
+class GRUStep(nn.Module):
+  """One GRU time step given the precomputed input projection `W_i x + b_i`."""
+
+  hidden: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h: Array, inputs: tuple[Array, Array | None]) -> tuple[Array, Array]:
+    x_proj, mask = inputs  # [batch, 3 hidden], [batch] or None
+    h_proj = _dense(
+      3 * self.hidden, self.hidden, bias_fan_in=self.hidden, dtype=self.dtype, name='hidden'
+    )(h)
+    xr, xz, xn = jnp.split(x_proj.astype(jnp.float32), 3, axis=-1)
+    hr, hz, hn = jnp.split(h_proj.astype(jnp.float32), 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h_new = (1.0 - z) * n + z * h
+    if mask is not None:  # past a sequence's end the state stays as it was
+      h_new = jnp.where(mask[:, None], h_new, h)
+    return h_new, h_new
+
+
+class GRULayer(nn.Module):
+  """One GRU layer over a whole sequence: an `nn.scan` over `GRUStep`.
+
+  `fan_in` is the size of the layer's whole input (for the Xavier scale) when part of the
+  input is projected elsewhere (the decoder's constant context).
+  """
+
+  hidden: int
+  fan_in: int | None = None
+  dtype: Dtype = jnp.float32
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(
+    self, x: Array, h0: Array, mask: Array | None = None, extra: Array | None = None
+  ) -> tuple[Array, Array]:
+    """x: [batch, time, in]; h0: [batch, hidden]; mask: [batch, time] (True = real token);
+    extra: [batch, 3 hidden] added to every step's input projection.
+    Returns outputs [batch, time, hidden] and the final state [batch, hidden]."""
+    fan_in = self.fan_in or x.shape[-1]
+    x_proj = _dense(
+      3 * self.hidden, fan_in, bias_fan_in=self.hidden, dtype=self.dtype, name='input'
+    )(x)
+    if extra is not None:
+      x_proj = x_proj + extra[:, None, :].astype(x_proj.dtype)
+    scan = nn.scan(
+      GRUStep,
+      variable_broadcast='params',
+      split_rngs={'params': False},
+      in_axes=1,
+      out_axes=1,
+      unroll=self.unroll,
+    )
+    h, outputs = scan(self.hidden, self.dtype, name='cell')(h0, (x_proj, mask))
+    return outputs, h
+
+
+class Encoder(nn.Module):
+  """The seed's encoder interface: a source sequence -> (outputs, state)."""
+
+  def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> tuple[Array, Array]:
+    raise NotImplementedError
+
+
+class Decoder(nn.Module):
+  """The seed's decoder interface: `init_state` from the encoder, then `__call__(X, state)`."""
+
+  def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
+    raise NotImplementedError
+
+  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    raise NotImplementedError
+
+
+class Seq2SeqEncoder(Encoder):
+  """Embedding -> `num_layers` GRU layers with dropout between them."""
+
+  vocab_size: int
+  embed_size: int
+  num_hiddens: int
+  num_layers: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  unroll: int = 1
+
+  def setup(self) -> None:
+    self.embedding = nn.Embed(
+      self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
+    )
+    self.layers = [
+      GRULayer(self.num_hiddens, dtype=self.dtype, unroll=self.unroll)
+      for _ in range(self.num_layers)
+    ]
+    self.drop = nn.Dropout(self.dropout)
+
+  def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> tuple[Array, Array]:
+    """src: [batch, time] ids; src_len: [batch]. Returns outputs [batch, time, hidden] and
+    the state [layers, batch, hidden] taken at each sequence's last real token."""
+    batch, steps = src.shape
+    mask = jnp.arange(steps)[None, :] < src_len[:, None]
+    x = self.embedding(src)
+    states = []
+    for i, layer in enumerate(self.layers):
+      if i > 0:
+        x = self.drop(x, deterministic=not train)
+      x, h = layer(x, jnp.zeros((batch, self.num_hiddens), jnp.float32), mask)
+      states.append(h)
+    return x, jnp.stack(states)
+
+
+class Seq2SeqDecoder(Decoder):
+  """The seed's decoder: the context (the encoder's top-layer final state) is joined to
+  every step's embedding; GRU layers start from the encoder's final states."""
+
+  vocab_size: int
+  embed_size: int
+  num_hiddens: int
+  num_layers: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  unroll: int = 1
+
+  def setup(self) -> None:
+    fan_in0 = self.embed_size + self.num_hiddens
+    self.embedding = nn.Embed(
+      self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
+    )
+    # The context is the same at every step: its share of layer 0's input projection is
+    # computed once per sentence (in `init_state`), not once per step.
+    self.context_proj = _dense(3 * self.num_hiddens, fan_in0, use_bias=False, dtype=self.dtype)
+    self.layers = [
+      GRULayer(
+        self.num_hiddens, fan_in=fan_in0 if i == 0 else None, dtype=self.dtype, unroll=self.unroll
+      )
+      for i in range(self.num_layers)
+    ]
+    self.drop = nn.Dropout(self.dropout)
+    self.dense = _dense(self.vocab_size, self.num_hiddens, dtype=self.dtype)
+
+  def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
+    del src_len  # the encoder's state is already taken at the last real token
+    _, enc_state = enc_all_outputs
+    context = enc_state[-1]
+    return {
+      'context_proj': self.context_proj(context).astype(jnp.float32),
+      'hidden': tuple(enc_state[i] for i in range(self.num_layers)),
+    }
+
+  def features(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    """The top layer's outputs [batch, time, hidden] before the output projection."""
+    x = self.embedding(tgt_in)
+    hidden = []
+    for i, layer in enumerate(self.layers):
+      if i > 0:
+        x = self.drop(x, deterministic=not train)
+      x, h = layer(x, state['hidden'][i], extra=state['context_proj'] if i == 0 else None)
+      hidden.append(h)
+    return x, {**state, 'hidden': tuple(hidden)}
+
+  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    """tgt_in: [batch, time] ids. Returns logits [batch, time, vocab] and the new state."""
+    x, state = self.features(tgt_in, state, train=train)
+    return self.dense(x).astype(jnp.float32), state
+
+
+class AdditiveAttention(nn.Module):
+  """Bahdanau attention: score(q, k) = w_v . tanh(W_q q + W_k k), padding masked.
+
+  The keys arrive projected (`W_k k`, computed once per sentence by the decoder)."""
+
+  num_hiddens: int
+  dtype: Dtype = jnp.float32
+
+  def setup(self) -> None:
+    h = self.num_hiddens
+    self.w_q = _dense(h, h, use_bias=False, dtype=self.dtype)
+    self.w_v = _dense(1, h, use_bias=False, dtype=self.dtype)
+
+  def __call__(
+    self, query: Array, keys_proj: Array, values: Array, mask: Array
+  ) -> tuple[Array, Array]:
+    """query [batch, hidden]; keys_proj, values [batch, time, hidden]; mask [batch, time].
+    Returns the context [batch, hidden] and the weights [batch, time]."""
+    features = jnp.tanh(self.w_q(query).astype(jnp.float32)[:, None, :] + keys_proj)
+    scores = self.w_v(features)[..., 0].astype(jnp.float32)
+    weights = jax.nn.softmax(jnp.where(mask, scores, NEG_INF), axis=-1)
+    weights = jnp.where(mask, weights, 0.0)
+    return jnp.einsum('bt,bth->bh', weights, values), weights
+
+
+class AttentionStep(nn.Module):
+  """One decoder step with attention: attend with the previous top-layer state, then
+  run the GRU stack on [embedding; context]."""
+
+  num_hiddens: int
+  num_layers: int
+  embed_size: int
+  dropout: float
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self, carry: tuple[Array, ...], inputs: Array, memory: dict, train: bool
+  ) -> tuple[tuple[Array, ...], tuple[Array, Array]]:
+    emb_proj = inputs  # [batch, 3 hidden]: layer 0's projection of the embedding
+    h_top = carry[-1]
+    context, weights = AdditiveAttention(self.num_hiddens, self.dtype, name='attention')(
+      h_top, memory['keys'], memory['values'], memory['mask']
+    )
+    fan_in0 = self.embed_size + self.num_hiddens
+    x_proj = emb_proj + _dense(
+      3 * self.num_hiddens, fan_in0, use_bias=False, dtype=self.dtype, name='context_proj'
+    )(context).astype(jnp.float32)
+    new_carry = []
+    x = None
+    for i in range(self.num_layers):
+      if i > 0:
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x_proj = _dense(
+          3 * self.num_hiddens,
+          self.num_hiddens,
+          bias_fan_in=self.num_hiddens,
+          dtype=self.dtype,
+          name=f'input_{i}',
+        )(x).astype(jnp.float32)
+      h, _ = GRUStep(self.num_hiddens, self.dtype, name=f'cell_{i}')(carry[i], (x_proj, None))
+      new_carry.append(h)
+      x = h
+    return tuple(new_carry), (x, weights)
+
+
+class Seq2SeqAttentionDecoder(Decoder):
+  """The book's Bahdanau decoder: every step attends over the encoder outputs (source
+  padding masked) with the previous top-layer state as the query. Attention weights
+  are sown into the 'intermediates' collection (free unless it is made mutable)."""
+
+  vocab_size: int
+  embed_size: int
+  num_hiddens: int
+  num_layers: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  unroll: int = 1
+
+  def setup(self) -> None:
+    fan_in0 = self.embed_size + self.num_hiddens
+    self.embedding = nn.Embed(
+      self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
+    )
+    self.key_proj = _dense(self.num_hiddens, self.num_hiddens, use_bias=False, dtype=self.dtype)
+    self.embed_proj = _dense(
+      3 * self.num_hiddens, fan_in0, bias_fan_in=self.num_hiddens, dtype=self.dtype
+    )
+    scan = nn.scan(
+      AttentionStep,
+      variable_broadcast='params',
+      split_rngs={'params': False, 'dropout': True},
+      in_axes=(1, nn.broadcast, nn.broadcast),
+      out_axes=1,
+      unroll=self.unroll,
+    )
+    self.step = scan(self.num_hiddens, self.num_layers, self.embed_size, self.dropout, self.dtype)
+    self.dense = _dense(self.vocab_size, self.num_hiddens, dtype=self.dtype)
+
+  def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
+    outputs, enc_state = enc_all_outputs
+    mask = jnp.arange(outputs.shape[1])[None, :] < src_len[:, None]
+    return {
+      'values': outputs,
+      'keys': self.key_proj(outputs).astype(jnp.float32),
+      'mask': mask,
+      'hidden': tuple(enc_state[i] for i in range(self.num_layers)),
+    }
+
+  def features(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    emb_proj = self.embed_proj(self.embedding(tgt_in)).astype(jnp.float32)
+    memory = {k: state[k] for k in ('keys', 'values', 'mask')}
+    hidden, (x, weights) = self.step(state['hidden'], emb_proj, memory, train)
+    self.sow('intermediates', 'attention', weights)  # [batch, tgt time, src time]
+    return x, {**state, 'hidden': hidden}
+
+  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    x, state = self.features(tgt_in, state, train=train)
+    return self.dense(x).astype(jnp.float32), state
+
+
+class EncoderDecoder(nn.Module):
+  """The seed's `EncoderDecoder`: wires an encoder and a decoder."""
+
+  encoder: Encoder
+  decoder: Decoder
+
+  def __call__(self, src: Array, src_len: Array, tgt_in: Array, *, train: bool = False) -> Array:
+    """Teacher-forced logits [batch, tgt time, tgt vocab]."""
+    state = self.init_decoder(src, src_len, train=train)
+    return self.decoder(tgt_in, state, train=train)[0]
+
+  def features(self, src: Array, src_len: Array, tgt_in: Array, *, train: bool = False) -> Array:
+    """Teacher-forced top-layer features [batch, tgt time, hidden] (the loss projects
+    them itself, so that it can skip padded positions)."""
+    state = self.init_decoder(src, src_len, train=train)
+    return self.decoder.features(tgt_in, state, train=train)[0]
+
+  def project(self, x: Array) -> Array:
+    return self.decoder.dense(x).astype(jnp.float32)
+
+  def init_decoder(self, src: Array, src_len: Array, *, train: bool = False) -> dict:
+    """Runs the encoder; returns the decoder's initial state."""
+    enc_all_outputs = self.encoder(src, src_len, train=train)
+    return self.decoder.init_state(enc_all_outputs, src_len)
+
+  def decode_step(self, tokens: Array, state: dict) -> tuple[Array, dict]:
+    """One decoding step: tokens [batch] -> logits [batch, vocab], new state."""
+    logits, state = self.decoder(tokens[:, None], state, train=False)
+    return logits[:, 0], state
+
+
+DECODERS = {'plain': Seq2SeqDecoder, 'attention': Seq2SeqAttentionDecoder}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def build_model(
+  *,
+  src_vocab_size: int,
+  tgt_vocab_size: int,
+  embed_size: int,
+  num_hiddens: int,
+  num_layers: int,
+  dropout: float = 0.0,
+  decoder: str = 'plain',
+  dtype: str = 'float32',
+  unroll: int = 1,
+) -> EncoderDecoder:
+  """The seq2seq model from plain hyperparameters (`build_model(**config.model, ...)`)."""
+  if decoder not in DECODERS:
+    raise ValueError(f'model.decoder must be one of {sorted(DECODERS)}, got {decoder!r}')
+  if dtype not in DTYPES:
+    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}')
+  for name, value in [
+    ('embed_size', embed_size),
+    ('num_hiddens', num_hiddens),
+    ('num_layers', num_layers),
+    ('unroll', unroll),
+  ]:
+    if value < 1:
+      raise ValueError(f'model.{name} must be at least 1, got {value}')
+  if not 0.0 <= dropout < 1.0:
+    raise ValueError(f'model.dropout must be in [0, 1), got {dropout}')
+  common = dict(
+    embed_size=embed_size,
+    num_hiddens=num_hiddens,
+    num_layers=num_layers,
+    dropout=dropout,
+    dtype=DTYPES[dtype],
+    unroll=unroll,
+  )
+  return EncoderDecoder(
+    encoder=Seq2SeqEncoder(vocab_size=src_vocab_size, **common),
+    decoder=DECODERS[decoder](vocab_size=tgt_vocab_size, **common),
+  )

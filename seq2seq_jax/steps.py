@@ -1,0 +1,159 @@
+"""Pure training pieces: state, optimizer, masked loss, `train_step` and `eval_step`.
+
+Steps return token-weighted sums (`loss`, `correct`) and their denominator `tokens`, the
+number of real target tokens, so that padding never skews an average: divide on the host
+after accumulating. With `axis_name` set the same functions run under `jax.pmap`: the
+gradient of the summed loss and the token count are summed over devices, so N devices
+with global batch B compute what one device computes with batch B.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+from seq2seq_jax import text
+
+Array = jax.Array
+Batch = dict[str, Array]
+Metrics = dict[str, Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training (the model and optimizer are fixed)."""
+
+  step: Array
+  params: Any
+  opt_state: Any
+
+
+def make_optimizer(
+  *,
+  learning_rate: float,
+  grad_clip: float = 1.0,
+  schedule: str = 'constant',
+  warmup_steps: int = 0,
+  total_steps: int = 1,
+  weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+  """Adam with global-norm clipping (the seed clips at 1.0) and an optional schedule."""
+  if learning_rate <= 0:
+    raise ValueError(f'train.learning_rate must be positive, got {learning_rate}')
+  if schedule == 'constant':
+    lr = optax.constant_schedule(learning_rate)
+    if warmup_steps > 0:
+      lr = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+      lr = optax.join_schedules([lr, optax.constant_schedule(learning_rate)], [warmup_steps])
+  elif schedule == 'cosine':
+    lr = optax.warmup_cosine_decay_schedule(
+      0.0,
+      learning_rate,
+      max(warmup_steps, 1),
+      max(total_steps, warmup_steps + 1),
+      end_value=0.1 * learning_rate,
+    )
+  elif schedule == 'rsqrt':
+    warm = max(warmup_steps, 1)
+
+    def lr(step: Array) -> Array:
+      step = jnp.maximum(step, 1)
+      return learning_rate * jnp.minimum(step / warm, jnp.sqrt(warm / step))
+  else:
+    raise ValueError(f"train.schedule must be 'constant', 'cosine' or 'rsqrt', got {schedule!r}")
+  parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  opt = optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
+  return optax.chain(*parts, opt)
+
+
+def init_state(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  key: Array,
+  batch_shape: tuple[int, int] = (2, 4),
+) -> TrainState:
+  """Initialises parameters and optimizer state (shapes do not depend on batch_shape)."""
+  ids = jnp.ones(batch_shape, jnp.int32)
+  lengths = jnp.full(batch_shape[:1], batch_shape[1], jnp.int32)
+  params = model.init({'params': key}, ids, lengths, ids)['params']
+  return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def token_losses(logits: Array, labels: Array, label_smoothing: float = 0.0) -> tuple[Array, Array]:
+  """Per-token cross-entropy (optionally smoothed) and the plain one, both [batch, time]."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
+  if label_smoothing <= 0:
+    return nll, nll
+  smooth = -jnp.mean(logp, axis=-1)
+  return (1.0 - label_smoothing) * nll + label_smoothing * smooth, nll
+
+
+def loss_terms(
+  model: nn.Module,
+  params: Any,
+  batch: Batch,
+  *,
+  train: bool,
+  rng: Array | None = None,
+  label_smoothing: float = 0.0,
+) -> tuple[Array, Metrics]:
+  """The summed (masked) training loss and metric sums for one batch."""
+  rngs = {'dropout': rng} if rng is not None else None
+  logits = model.apply(
+    {'params': params}, batch['src'], batch['src_len'], batch['tgt_in'], train=train, rngs=rngs
+  )
+  labels = batch['tgt_out']
+  mask = (labels != text.PAD_ID).astype(jnp.float32)
+  loss, nll = token_losses(logits, labels, label_smoothing)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  metrics = {
+    'loss': jnp.sum(nll * mask),
+    'correct': jnp.sum(correct * mask),
+    'tokens': jnp.sum(mask),
+  }
+  return jnp.sum(loss * mask), metrics
+
+
+def _psum(tree: Any, axis_name: str | None) -> Any:
+  return jax.lax.psum(tree, axis_name) if axis_name else tree
+
+
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  dropout_key: Array,
+  *,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  label_smoothing: float = 0.0,
+  axis_name: str | None = None,
+) -> tuple[TrainState, Metrics]:
+  """One optimizer step on the batch's mean token loss. Pure; jit or pmap it."""
+  rng = jax.random.fold_in(dropout_key, state.step)
+  if axis_name:
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+
+  def loss_fn(params: Any) -> tuple[Array, Metrics]:
+    return loss_terms(model, params, batch, train=True, rng=rng, label_smoothing=label_smoothing)
+
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads, metrics = _psum((grads, metrics), axis_name)
+  grads = jax.tree.map(lambda g: g / jnp.maximum(metrics['tokens'], 1.0), grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics['grad_norm'] = optax.global_norm(grads)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(
+  params: Any, batch: Batch, *, model: nn.Module, axis_name: str | None = None
+) -> Metrics:
+  """Metric sums over one batch (no dropout)."""
+  _, metrics = loss_terms(model, params, batch, train=False)
+  return _psum(metrics, axis_name)

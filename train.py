@@ -1,0 +1,38 @@
+"""Trains a seq2seq model: `python train.py --config=configs/d2l.py --workdir=DIR`.
+
+Thin entry point: flags, device report, then `trainer.train_and_evaluate`. Resumes when
+the workdir holds a checkpoint. Bad input ends with a one-line error and exit status 1.
+"""
+
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from seq2seq_jax import errors, reporting, trainer
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
+config_flags.DEFINE_config_file('config', None, 'Training configuration file.', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  reporting.quiet_library_logs()
+  logging.info(
+    'JAX %s on %s: %d process(es), %d local device(s) %s',
+    jax.__version__,
+    jax.default_backend(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.local_devices(),
+  )
+  with errors.one_line_errors():
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  sys.exit(app.run(main))
