@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.proto import tf_example_pb2
 
-from seq2seq_jax import text
+from seq2seq_jax import errors, text
 
 URL = 'http://d2l-data.s3-accelerate.amazonaws.com/fra-eng.zip'
 URL_HOST = 'd2l-data.s3-accelerate.amazonaws.com'
@@ -36,7 +36,7 @@ NETWORK_TIMEOUT_S = 3.0
 _CHUNK = 8192  # Records read per batch when iterating a `PairSource`.
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(errors.UserError):  # A RuntimeError; the CLIs print it in one line.
   """The source file is neither in the manual directory nor downloadable."""
 
 

@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine:
+#   make train   trains the default config on the real data, then translates a few sentences
+#   make test    ruff (format + lint) and the test suite
+# `make d2l` is the book's one-minute run. All targets create .venv on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data/fra-eng
+WORKDIR ?= workdirs/default
+CONFIG ?= configs/default.py
+ARGS ?=
+
+.PHONY: venv train d2l test lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+train: venv
+	$(PY) train.py --config=$(CONFIG) --workdir=$(WORKDIR) --config.data.manual_dir=$(DATA) $(ARGS)
+	$(PY) -m seq2seq_jax.translate --workdir=$(WORKDIR) "Go." "I lost." "He's calm." "I'm home." \
+	  "I don't know what to do." "We will be back tomorrow."
+
+d2l: venv
+	$(PY) train.py --config=configs/d2l.py --workdir=workdirs/d2l --config.data.manual_dir=$(DATA) $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(VENV)/bin/pytest tests
+
+clean:
+	rm -rf $(VENV) workdirs .pytest_cache .ruff_cache

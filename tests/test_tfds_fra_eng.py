@@ -1,0 +1,244 @@
+"""Tests for the 'fra_eng' TFDS builder, on small made-up source files."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import tensorflow_datasets as tfds
+
+from seq2seq_jax import text
+from seq2seq_jax import tfds_fra_eng as fe
+
+PAIRS = [
+  ('Go.', 'Va !'),
+  ('Hi.', 'Salut !'),
+  ('Run!', 'Cours\u202f!'),
+  ('Run!', 'Courez\u202f!'),
+  ('Who?', 'Qui ?'),
+  ('Wow!', 'Ça alors\u202f!'),
+]
+
+
+def _lines(pairs: list[tuple[str, str]]) -> str:
+  return ''.join(f'{en}\t{fr}\n' for en, fr in pairs)
+
+
+def _write(directory: Path, content: str | bytes, name: str = 'fra.txt') -> Path:
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / name
+  path.write_bytes(content.encode('utf-8') if isinstance(content, str) else content)
+  return path
+
+
+def _zip(directory: Path, content: str, member: str = 'fra-eng/fra.txt') -> Path:
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / 'fra-eng.zip'
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr('fra-eng/_about.txt', 'about')
+    archive.writestr(member, content.encode('utf-8'))
+  return path
+
+
+def _pairs(tmp_path: Path, split: str = 'full', manual: Path | None = None) -> list:
+  manual_dir = str(manual or tmp_path / 'manual')
+  return fe.load_pairs(split, data_dir=str(tmp_path / 'tfds'), manual_dir=manual_dir)
+
+
+def test_split_of_follows_the_md5_of_the_preprocessed_source() -> None:
+  for en in ('Go.', 'I am cold.', 'Hello, world!'):
+    h = int(hashlib.md5(text.preprocess(en).encode('utf-8')).hexdigest(), 16) % 100
+    expected = 'test' if h < 2 else 'validation' if h < 4 else 'train'
+    assert fe.split_of(en) == expected
+  assert fe.split_of('Go.') == fe.split_of('go .')  # Keyed on the preprocessed text.
+  counts = {name: 0 for name in ('train', 'validation', 'test')}
+  for i in range(2000):
+    counts[fe.split_of(f'Sentence {i}.')] += 1
+  assert 20 < counts['test'] < 70 and 20 < counts['validation'] < 70
+
+
+def test_parse_pairs_skips_and_counts_malformed_lines() -> None:
+  data = (
+    'Go.\tVa !\r\n'  # CRLF
+    'no tab here\n'  # 2: malformed
+    'Hi.\tSalut !\tCC-BY 2.0 (France) Attribution: tatoeba.org #538123 (CM)\n'
+    ' \tvide\n'  # 4: empty English
+    'Run!\t  \n'  # 5: empty French
+    '\n'  # 6: blank
+    'Wow!\tÇa alors\u202f!'  # no final newline
+  ).encode('utf-8')
+  parsed = fe.parse_pairs(data)
+  assert parsed.pairs == [('Go.', 'Va !'), ('Hi.', 'Salut !'), ('Wow!', 'Ça alors\u202f!')]
+  assert (parsed.skipped, parsed.first_skipped) == (4, 2)
+  clean = fe.parse_pairs(_lines(PAIRS).encode('utf-8'))
+  assert clean.pairs == PAIRS and clean.skipped == 0 and clean.first_skipped is None
+
+
+def test_plain_fra_txt(tmp_path: Path) -> None:
+  _write(tmp_path / 'manual', _lines(PAIRS))
+  assert _pairs(tmp_path) == PAIRS
+  source = fe.load('full', data_dir=str(tmp_path / 'tfds'), manual_dir=None)
+  assert len(source) == len(PAIRS)
+  first, last = source[0], source[-1]
+  assert first == {'en': 'Go.', 'fr': 'Va !', 'index': 0}
+  assert type(first['en']) is str and type(first['fr']) is str
+  assert last['index'] == len(PAIRS) - 1
+  assert [ex['index'] for ex in source] == list(range(len(PAIRS)))
+  with pytest.raises(IndexError):
+    source[len(PAIRS)]
+  metadata = fe.FraEng(data_dir=str(tmp_path / 'tfds')).info.metadata
+  assert metadata['source_sha1'] == hashlib.sha1(_lines(PAIRS).encode('utf-8')).hexdigest()
+  assert (metadata['kept'], metadata['skipped']) == (len(PAIRS), 0)
+
+
+@pytest.mark.parametrize('member', ['fra-eng/fra.txt', 'deep/inside/fra.txt'])
+def test_zipped_source(tmp_path: Path, member: str) -> None:
+  _zip(tmp_path / 'manual', _lines(PAIRS), member)
+  assert _pairs(tmp_path) == PAIRS
+
+
+def test_fra_txt_is_preferred_to_the_zip(tmp_path: Path) -> None:
+  _zip(tmp_path / 'manual', _lines(PAIRS[:2]))
+  _write(tmp_path / 'manual', _lines(PAIRS))
+  assert _pairs(tmp_path) == PAIRS
+
+
+def test_three_column_layout(tmp_path: Path) -> None:
+  content = ''.join(
+    f'{en}\t{fr}\tCC-BY 2.0 (France) Attribution: tatoeba.org #{i} (CK) & #{i + 1} (sacredceltic)\n'
+    for i, (en, fr) in enumerate(PAIRS)
+  )
+  _write(tmp_path / 'manual', content)
+  assert _pairs(tmp_path) == PAIRS
+
+
+def test_malformed_lines_are_skipped_counted_and_logged(
+  tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+  lines = [f'{en}\t{fr}' for en, fr in PAIRS]
+  lines.insert(2, 'a line without a tab')  # line 3
+  lines.insert(5, '\tpas de source')  # line 6
+  lines.append('Stop!\t')  # line 9
+  _write(tmp_path / 'manual', '\r\n'.join(lines) + '\r\n')
+  with caplog.at_level(logging.INFO):
+    pairs = _pairs(tmp_path)
+  assert pairs == PAIRS
+  assert [ex['index'] for ex in fe.load('full', data_dir=str(tmp_path / 'tfds'))] == list(
+    range(len(PAIRS))
+  )
+  metadata = fe.FraEng(data_dir=str(tmp_path / 'tfds')).info.metadata
+  assert (metadata['kept'], metadata['skipped'], metadata['first_skipped']) == (6, 3, 3)
+  assert 'fra_eng: kept 6 pairs, skipped 3 malformed lines (first at line 3)' in caplog.text
+
+
+def test_non_utf8_file_names_the_line(tmp_path: Path) -> None:
+  content = _lines(PAIRS[:2]).encode('utf-8') + 'Été\tSummer\n'.encode('latin-1')
+  path = _write(tmp_path / 'manual', content + b'Go.\tVa !\n')
+  with pytest.raises(ValueError, match=r'line 3 is not valid UTF-8') as info:
+    _pairs(tmp_path)
+  assert str(path) in str(info.value)
+
+
+def test_slices_keep_file_order(tmp_path: Path) -> None:
+  _write(tmp_path / 'manual', _lines(PAIRS))
+  assert _pairs(tmp_path, 'full[:3]') == PAIRS[:3]
+  assert _pairs(tmp_path, 'full[2:5]') == PAIRS[2:5]
+  assert _pairs(tmp_path, 'full[-2:]') == PAIRS[-2:]
+  source = fe.load('full[1:4]', data_dir=str(tmp_path / 'tfds'))
+  assert [ex['index'] for ex in source] == [1, 2, 3]
+  assert [ex['en'] for ex in source[1:]] == ['Run!', 'Run!']
+  with pytest.raises(ValueError, match='unknown fra_eng split'):
+    fe.load('dev', data_dir=str(tmp_path / 'tfds'))
+
+
+def test_splits_partition_full_by_source(tmp_path: Path) -> None:
+  pairs = []
+  for i in range(300):
+    en = f'Sentence number {i}.'
+    pairs += [(en, f'Phrase {i}, traduction {k}.') for k in range(1 + i % 3)]
+  # Variants of one source that preprocess alike go to the same split too.
+  pairs += [('Go.', 'Va !'), ('go .', 'Vas-y !'), ('GO.', 'Allez !')]
+  _write(tmp_path / 'manual', _lines(pairs))
+  full = _pairs(tmp_path)
+  assert full == pairs
+  split_pairs = {name: _pairs(tmp_path, name) for name in ('train', 'validation', 'test')}
+  assert all(split_pairs.values()), {k: len(v) for k, v in split_pairs.items()}
+  for name, some in split_pairs.items():
+    assert some == [p for p in full if fe.split_of(p[0]) == name]  # File order kept.
+  assert sum(len(v) for v in split_pairs.values()) == len(full)
+  sources = {name: {text.preprocess(en) for en, _ in v} for name, v in split_pairs.items()}
+  assert not sources['train'] & sources['validation']
+  assert not sources['train'] & sources['test']
+  assert not sources['validation'] & sources['test']
+  indices = {
+    name: [ex['index'] for ex in fe.load(name, data_dir=str(tmp_path / 'tfds'))]
+    for name in split_pairs
+  }
+  assert sorted(sum(indices.values(), [])) == list(range(len(full)))
+  assert all(v == sorted(v) for v in indices.values())
+
+
+def test_a_split_without_pairs_reads_as_empty(tmp_path: Path) -> None:
+  _write(tmp_path / 'manual', _lines(PAIRS[:1]))
+  name = fe.split_of(PAIRS[0][0])
+  others = [s for s in ('train', 'validation', 'test') if s != name]
+  assert _pairs(tmp_path, name) == PAIRS[:1]
+  assert _pairs(tmp_path, others[0]) == [] and _pairs(tmp_path, f'{others[1]}[:2]') == []
+
+
+def test_offline_without_manual_file_fails_fast(
+  tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+  monkeypatch.setattr(fe, 'host_reachable', lambda *a, **k: False)
+
+  def no_download(*args: object, **kwargs: object) -> None:
+    raise AssertionError('must not try to download')
+
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download', no_download)
+  start = time.monotonic()
+  with pytest.raises(fe.DataUnavailableError) as info:
+    fe.load_pairs('train', data_dir=str(tmp_path / 'tfds'), manual_dir=None)
+  assert time.monotonic() - start < 10
+  assert isinstance(info.value, RuntimeError)
+  message = str(info.value)
+  assert fe.URL in message and 'manythings.org/anki' in message
+  assert '--config.data.manual_dir=DIR' in message
+
+
+def test_manual_dir_without_source_file_is_an_error(tmp_path: Path) -> None:
+  empty = tmp_path / 'empty'
+  _write(empty, 'unrelated', name='README')
+  for manual in (empty, tmp_path / 'missing'):
+    with pytest.raises(fe.DataUnavailableError, match='holds no fra.txt or fra-eng.zip') as e:
+      fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(manual))
+    assert str(manual) in str(e.value)
+
+
+def test_stale_prepared_data_is_detected(tmp_path: Path) -> None:
+  _write(tmp_path / 'a', _lines(PAIRS))
+  assert _pairs(tmp_path, manual=tmp_path / 'a') == PAIRS
+  _write(tmp_path / 'b', _lines(PAIRS[:4]))
+  with pytest.raises(ValueError, match='came from another file') as info:
+    _pairs(tmp_path, manual=tmp_path / 'b')
+  assert str(tmp_path / 'tfds') in str(info.value)
+  _zip(tmp_path / 'c', _lines(PAIRS))  # The same text, zipped: not stale.
+  assert _pairs(tmp_path, manual=tmp_path / 'c') == PAIRS
+  assert _pairs(tmp_path, manual=tmp_path / 'nothing-here') == PAIRS  # Nothing to compare.
+  assert fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=None) == PAIRS
+
+
+def test_host_reachable() -> None:
+  server = socket.socket()
+  server.bind(('127.0.0.1', 0))
+  server.listen(1)
+  port = server.getsockname()[1]
+  try:
+    assert fe.host_reachable('127.0.0.1', port, timeout=2.0)
+  finally:
+    server.close()
+  assert not fe.host_reachable('127.0.0.1', port, timeout=0.5)

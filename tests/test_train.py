@@ -1,0 +1,212 @@
+"""End-to-end training on made-up data: workdir contents, checkpoints, exact resume after
+a kill, SIGTERM, half-written checkpoints, mismatched configs and the CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from seq2seq_jax import checkpointing, reporting, trainer
+from tests import synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONUNBUFFERED': '1'}
+
+
+def tiny_config(data_dir: Path, **train: object):
+  config = tiny.get_config()
+  config.data.manual_dir = str(data_dir)
+  config.data.data_dir = str(data_dir / 'tfds')
+  for key, value in train.items():
+    config.train[key] = value
+  return config
+
+
+def train_cmd(data_dir: Path, workdir: Path, *overrides: str) -> list[str]:
+  return [sys.executable, str(ROOT / 'train.py'), '--config', str(ROOT / 'configs/tiny.py'),
+          f'--workdir={workdir}', f'--config.data.manual_dir={data_dir}',
+          f'--config.data.data_dir={data_dir / "tfds"}', *overrides]
+
+
+def final_params(workdir: Path) -> dict:
+  ckpts = checkpointing.Checkpoints(workdir, read_only=True)
+  _, meta = ckpts.read_meta('latest')
+  manager, step = ckpts.resolve('latest')
+  import orbax.checkpoint as ocp
+
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  ckpts.close()
+  return restored['state']
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  return synthetic.write_fra_txt(tmp_path_factory.mktemp('data'), n=80)
+
+
+@pytest.fixture(scope='module')
+def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+  workdir = tmp_path_factory.mktemp('run')
+  result = trainer.train_and_evaluate(tiny_config(data_dir), str(workdir))
+  return workdir, result
+
+
+def test_workdir_holds_everything(trained: tuple[Path, dict]) -> None:
+  workdir, result = trained
+  assert result['step'] == 8  # 64 pairs / batch 16 x 2 epochs
+  for name in ('config.json', 'vocab_src.json', 'vocab_tgt.json', 'metrics.jsonl',
+               'plots/loss.png', 'plots/bleu.png', 'result.json'):
+    assert (workdir / name).exists(), name
+  assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  train_lines = [r for r in records if 'train_loss' in r]
+  eval_lines = [r for r in records if 'val_loss' in r]
+  assert [r['step'] for r in train_lines] == [2, 4, 6, 8]
+  assert all(np.isfinite(r['train_loss']) and r['train_loss'] > 0 for r in train_lines)
+  assert train_lines[-1]['train_loss'] < train_lines[0]['train_loss']
+  assert eval_lines and {'val_bleu', 'val_chrf', 'val_accuracy'} <= set(eval_lines[-1])
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['model']['num_hiddens'] == 16
+
+
+def test_checkpoint_round_trip_is_exact(trained: tuple[Path, dict], tmp_path: Path) -> None:
+  workdir, _ = trained
+  state = final_params(workdir)
+  ckpts = checkpointing.Checkpoints(tmp_path)
+  ckpts.save(5, state, {'position': {'epoch': 1, 'index': 2}})
+  ckpts.wait()
+  step, restored, meta = ckpts.restore('latest', state)
+  ckpts.close()
+  assert step == 5 and meta['position'] == {'epoch': 1, 'index': 2}
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_killed_run_resumes_to_the_same_parameters(data_dir: Path, tmp_path: Path) -> None:
+  overrides = ['--config.train.num_epochs=6', '--config.train.checkpoint_every_steps=2',
+               '--config.model.dropout=0.2', '--config.train.log_every_steps=1']
+  straight = tmp_path / 'straight'
+  subprocess.run(train_cmd(data_dir, straight, *overrides), env=ENV, check=True,
+                 capture_output=True)
+  resumed = tmp_path / 'resumed'
+  proc = subprocess.Popen(train_cmd(data_dir, resumed, *overrides), env=ENV,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  latest = resumed / 'checkpoints' / 'latest'
+  while time.time() < deadline and proc.poll() is None:  # kill -9 after a few checkpoints
+    if latest.exists() and any(p.name.isdigit() and int(p.name) >= 6 for p in latest.iterdir()):
+      proc.kill()
+      break
+    time.sleep(0.05)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
+  subprocess.run(train_cmd(data_dir, resumed, *overrides), env=ENV, check=True,
+                 capture_output=True)
+  a, b = final_params(straight), final_params(resumed)
+  assert int(a['step']) == int(b['step']) == 24
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  losses = [
+    [json.loads(l)['train_loss'] for l in (w / 'metrics.jsonl').read_text().splitlines()
+     if 'train_loss' in l]
+    for w in (straight, resumed)
+  ]
+  assert losses[0] == losses[1]
+
+
+def test_sigterm_saves_and_exits_cleanly(data_dir: Path, tmp_path: Path) -> None:
+  workdir = tmp_path / 'w'
+  cmd = train_cmd(data_dir, workdir, '--config.train.num_epochs=1000',
+                  '--config.train.log_every_steps=1')
+  proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  metrics = workdir / 'metrics.jsonl'
+  deadline = time.time() + 120
+  while time.time() < deadline and not (metrics.exists() and metrics.read_text().count('\n') > 3):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert 'SIGTERM received' in err
+  ckpts = checkpointing.Checkpoints(workdir, read_only=True)
+  step = ckpts.latest_step()
+  ckpts.close()
+  last = json.loads(metrics.read_text().splitlines()[-1])
+  assert step is not None and step == last['step'] and step < 4000
+
+
+def test_half_written_checkpoint_is_ignored(data_dir: Path, tmp_path: Path) -> None:
+  workdir = tmp_path / 'w'
+  subprocess.run(train_cmd(data_dir, workdir), env=ENV, check=True, capture_output=True)
+  # What a save killed half-way leaves: a temporary directory Orbax never renamed.
+  junk = workdir / 'checkpoints' / 'latest' / '999.orbax-checkpoint-tmp-1234'
+  junk.mkdir()
+  (junk / 'garbage').write_bytes(b'\0' * 100)
+  ckpts = checkpointing.Checkpoints(workdir, read_only=True)
+  assert ckpts.latest_step() == 8
+  ckpts.close()
+  out = subprocess.run(train_cmd(data_dir, workdir, '--config.train.num_epochs=3'), env=ENV,
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'resumed from step 8' in out.stderr
+  assert final_params(workdir)['step'] == 12
+
+
+def test_resume_with_another_model_fails_clearly(trained: tuple[Path, dict], data_dir: Path,
+                                                 tmp_path: Path) -> None:
+  workdir, _ = trained
+  out = subprocess.run(train_cmd(data_dir, workdir, '--config.model.num_hiddens=32'), env=ENV,
+                       capture_output=True, text=True)
+  assert out.returncode == 1
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and 'num_hiddens' in last and 'Traceback' not in out.stderr
+
+
+def test_bad_config_value_is_one_line(data_dir: Path, tmp_path: Path) -> None:
+  out = subprocess.run(train_cmd(data_dir, tmp_path / 'w', '--config.model.decoder=lstm'),
+                       env=ENV, capture_output=True, text=True)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1].startswith('error: model.decoder must be one of')
+
+
+def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
+  report = reporting.Reporter(tmp_path)
+  ok = {'loss': np.float32(2.0), 'correct': np.float32(1), 'tokens': np.float32(4),
+        'grad_norm': np.float32(1)}
+  report.step_metrics(1, ok)
+  report.step_metrics(2, {**ok, 'loss': np.float32(np.nan)})
+  assert report.flush(2) == (2, pytest.approx(np.nan, nan_ok=True))
+  report.close()
+
+
+def test_translate_and_evaluate_clis(trained: tuple[Path, dict], tmp_path: Path) -> None:
+  workdir, _ = trained
+  out = subprocess.run([sys.executable, '-m', 'seq2seq_jax.translate', f'--workdir={workdir}',
+                        'I see the cat.', '', 'We like the dog!'],
+                       env=ENV, capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.split('\n')
+  assert len(lines) == 4 and lines[1] == '' and lines[3] == ''
+  pairs = tmp_path / 'pairs.tsv'
+  pairs.write_text('I see the cat.\tJe vois le chat.\nbad line\nWe like the dog!\tNous aimons.\n')
+  out = subprocess.run([sys.executable, '-m', 'seq2seq_jax.evaluate', f'--workdir={workdir}',
+                        f'--pairs={pairs}', '--checkpoint=latest'],
+                       env=ENV, capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result['sentences'] == 2 and 0 <= result['bleu'] <= 100 and result['sentences_per_s'] > 0
+  assert len(Path(result['hypotheses']).read_text().splitlines()) == 2
+  out = subprocess.run([sys.executable, '-m', 'seq2seq_jax.translate',
+                        f'--workdir={tmp_path / "nothing"}', 'hi'],
+                       env=ENV, capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 1 and out.stderr.strip().startswith('translate: ')
