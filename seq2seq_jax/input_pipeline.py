@@ -248,24 +248,27 @@ def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
   return pairs
 
 
-def tokenizers(data_cfg, workdir: str | None, train_pairs, val_pairs):  # noqa: ANN001
+def get_tokenizers(data_cfg, workdir: str | None, train_pairs, val_pairs):  # noqa: ANN001
   """Loads the tokenizers saved in `workdir`, or trains them on the training pairs (and
   the validation pairs where the config says so, as the book) and saves them there."""
-  from pathlib import Path
+  from seq2seq_jax import tokenizers
 
-  if data_cfg.tokenizer != 'word':
-    raise ValueError(f"data.tokenizer must be 'word', got {data_cfg.tokenizer!r}")
-  paths = [Path(workdir) / SRC_VOCAB, Path(workdir) / TGT_VOCAB] if workdir else []
-  if paths and all(p.exists() for p in paths):
-    return text.WordTokenizer.load(paths[0]), text.WordTokenizer.load(paths[1])
+  kind = data_cfg.tokenizer
+  tokenizers.check_kind(kind)
+  if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
+    return tokenizers.load(workdir, kind)
   pairs = list(train_pairs) + (list(val_pairs) if data_cfg.vocab_includes_validation else [])
-  steps = data_cfg.num_steps or None
-  src_tok = text.WordTokenizer.train((en for en, _ in pairs), data_cfg.min_freq, steps)
-  # The book counts target tokens after adding <bos>; <bos> is reserved here anyway.
-  tgt_tok = text.WordTokenizer.train((fr for _, fr in pairs), data_cfg.min_freq, steps)
-  if paths:
-    src_tok.save(paths[0])
-    tgt_tok.save(paths[1])
+  src_tok, tgt_tok = tokenizers.train(
+    kind,
+    pairs,
+    min_freq=data_cfg.min_freq,
+    num_steps=data_cfg.num_steps or None,
+    vocab_size=data_cfg.get('vocab_size', 8000),
+  )
+  if workdir:
+    src_path, tgt_path = tokenizers.paths(workdir, kind)
+    src_tok.save(src_path)
+    tgt_tok.save(tgt_path)
   return src_tok, tgt_tok
 
 
@@ -275,7 +278,7 @@ def prepare(data_cfg, workdir: str | None) -> Data:  # noqa: ANN001
   val_pairs = load_pairs(data_cfg, data_cfg.val_split)
   if not train_pairs:
     raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
-  src_tok, tgt_tok = tokenizers(data_cfg, workdir, train_pairs, val_pairs)
+  src_tok, tgt_tok = get_tokenizers(data_cfg, workdir, train_pairs, val_pairs)
   if data_cfg.num_steps > 0:
     max_len = data_cfg.num_steps
   elif data_cfg.max_len > 0:

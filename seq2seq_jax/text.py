@@ -39,6 +39,12 @@ def detokenize(tokens: Iterable[str]) -> str:
   return ' '.join(tokens)
 
 
+def score_form(sentence: str) -> str:
+  """The form hypotheses and references take for BLEU and chrF, whatever the tokenizer:
+  the book's preprocessing with single spaces (word output is already in it)."""
+  return detokenize(t for t in preprocess(sentence).split(' ') if t)
+
+
 class Vocab:
   """Token <-> id map: reserved tokens first, then the kept tokens sorted."""
 
@@ -114,7 +120,7 @@ class WordTokenizer:
 
   def reference(self, sentence: str) -> str:
     """A reference translation in the same form as `decode` output, for BLEU."""
-    return detokenize(t for t in preprocess(sentence).split(' ') if t)
+    return score_form(sentence)
 
   def save(self, path: str | Path) -> None:
     self.vocab.save(path)

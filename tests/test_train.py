@@ -33,9 +33,16 @@ def tiny_config(data_dir: Path, **train: object):
 
 
 def train_cmd(data_dir: Path, workdir: Path, *overrides: str) -> list[str]:
-  return [sys.executable, str(ROOT / 'train.py'), '--config', str(ROOT / 'configs/tiny.py'),
-          f'--workdir={workdir}', f'--config.data.manual_dir={data_dir}',
-          f'--config.data.data_dir={data_dir / "tfds"}', *overrides]
+  return [
+    sys.executable,
+    str(ROOT / 'train.py'),
+    '--config',
+    str(ROOT / 'configs/tiny.py'),
+    f'--workdir={workdir}',
+    f'--config.data.manual_dir={data_dir}',
+    f'--config.data.data_dir={data_dir / "tfds"}',
+    *overrides,
+  ]
 
 
 def final_params(workdir: Path) -> dict:
@@ -64,8 +71,15 @@ def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
 def test_workdir_holds_everything(trained: tuple[Path, dict]) -> None:
   workdir, result = trained
   assert result['step'] == 8  # 64 pairs / batch 16 x 2 epochs
-  for name in ('config.json', 'vocab_src.json', 'vocab_tgt.json', 'metrics.jsonl',
-               'plots/loss.png', 'plots/bleu.png', 'result.json'):
+  for name in (
+    'config.json',
+    'vocab_src.json',
+    'vocab_tgt.json',
+    'metrics.jsonl',
+    'plots/loss.png',
+    'plots/bleu.png',
+    'result.json',
+  ):
     assert (workdir / name).exists(), name
   assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
@@ -93,14 +107,23 @@ def test_checkpoint_round_trip_is_exact(trained: tuple[Path, dict], tmp_path: Pa
 
 
 def test_killed_run_resumes_to_the_same_parameters(data_dir: Path, tmp_path: Path) -> None:
-  overrides = ['--config.train.num_epochs=6', '--config.train.checkpoint_every_steps=2',
-               '--config.model.dropout=0.2', '--config.train.log_every_steps=1']
+  overrides = [
+    '--config.train.num_epochs=6',
+    '--config.train.checkpoint_every_steps=2',
+    '--config.model.dropout=0.2',
+    '--config.train.log_every_steps=1',
+  ]
   straight = tmp_path / 'straight'
-  subprocess.run(train_cmd(data_dir, straight, *overrides), env=ENV, check=True,
-                 capture_output=True)
+  subprocess.run(
+    train_cmd(data_dir, straight, *overrides), env=ENV, check=True, capture_output=True
+  )
   resumed = tmp_path / 'resumed'
-  proc = subprocess.Popen(train_cmd(data_dir, resumed, *overrides), env=ENV,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    train_cmd(data_dir, resumed, *overrides),
+    env=ENV,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 120
   latest = resumed / 'checkpoints' / 'latest'
   while time.time() < deadline and proc.poll() is None:  # kill -9 after a few checkpoints
@@ -110,15 +133,17 @@ def test_killed_run_resumes_to_the_same_parameters(data_dir: Path, tmp_path: Pat
     time.sleep(0.05)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
-  subprocess.run(train_cmd(data_dir, resumed, *overrides), env=ENV, check=True,
-                 capture_output=True)
+  subprocess.run(train_cmd(data_dir, resumed, *overrides), env=ENV, check=True, capture_output=True)
   a, b = final_params(straight), final_params(resumed)
   assert int(a['step']) == int(b['step']) == 24
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   losses = [
-    [json.loads(l)['train_loss'] for l in (w / 'metrics.jsonl').read_text().splitlines()
-     if 'train_loss' in l]
+    [
+      json.loads(line)['train_loss']
+      for line in (w / 'metrics.jsonl').read_text().splitlines()
+      if 'train_loss' in line
+    ]
     for w in (straight, resumed)
   ]
   assert losses[0] == losses[1]
@@ -126,10 +151,10 @@ def test_killed_run_resumes_to_the_same_parameters(data_dir: Path, tmp_path: Pat
 
 def test_sigterm_saves_and_exits_cleanly(data_dir: Path, tmp_path: Path) -> None:
   workdir = tmp_path / 'w'
-  cmd = train_cmd(data_dir, workdir, '--config.train.num_epochs=1000',
-                  '--config.train.log_every_steps=1')
-  proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  cmd = train_cmd(
+    data_dir, workdir, '--config.train.num_epochs=1000', '--config.train.log_every_steps=1'
+  )
+  proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   metrics = workdir / 'metrics.jsonl'
   deadline = time.time() + 120
   while time.time() < deadline and not (metrics.exists() and metrics.read_text().count('\n') > 3):
@@ -155,34 +180,51 @@ def test_half_written_checkpoint_is_ignored(data_dir: Path, tmp_path: Path) -> N
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   assert ckpts.latest_step() == 8
   ckpts.close()
-  out = subprocess.run(train_cmd(data_dir, workdir, '--config.train.num_epochs=3'), env=ENV,
-                       capture_output=True, text=True)
+  out = subprocess.run(
+    train_cmd(data_dir, workdir, '--config.train.num_epochs=3'),
+    env=ENV,
+    capture_output=True,
+    text=True,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'resumed from step 8' in out.stderr
   assert final_params(workdir)['step'] == 12
 
 
-def test_resume_with_another_model_fails_clearly(trained: tuple[Path, dict], data_dir: Path,
-                                                 tmp_path: Path) -> None:
+def test_resume_with_another_model_fails_clearly(
+  trained: tuple[Path, dict], data_dir: Path, tmp_path: Path
+) -> None:
   workdir, _ = trained
-  out = subprocess.run(train_cmd(data_dir, workdir, '--config.model.num_hiddens=32'), env=ENV,
-                       capture_output=True, text=True)
+  out = subprocess.run(
+    train_cmd(data_dir, workdir, '--config.model.num_hiddens=32'),
+    env=ENV,
+    capture_output=True,
+    text=True,
+  )
   assert out.returncode == 1
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and 'num_hiddens' in last and 'Traceback' not in out.stderr
 
 
 def test_bad_config_value_is_one_line(data_dir: Path, tmp_path: Path) -> None:
-  out = subprocess.run(train_cmd(data_dir, tmp_path / 'w', '--config.model.decoder=lstm'),
-                       env=ENV, capture_output=True, text=True)
+  out = subprocess.run(
+    train_cmd(data_dir, tmp_path / 'w', '--config.model.decoder=lstm'),
+    env=ENV,
+    capture_output=True,
+    text=True,
+  )
   assert out.returncode == 1
   assert out.stderr.strip().splitlines()[-1].startswith('error: model.decoder must be one of')
 
 
 def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
   report = reporting.Reporter(tmp_path)
-  ok = {'loss': np.float32(2.0), 'correct': np.float32(1), 'tokens': np.float32(4),
-        'grad_norm': np.float32(1)}
+  ok = {
+    'loss': np.float32(2.0),
+    'correct': np.float32(1),
+    'tokens': np.float32(4),
+    'grad_norm': np.float32(1),
+  }
   report.step_metrics(1, ok)
   report.step_metrics(2, {**ok, 'loss': np.float32(np.nan)})
   assert report.flush(2) == (2, pytest.approx(np.nan, nan_ok=True))
@@ -191,22 +233,66 @@ def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
 
 def test_translate_and_evaluate_clis(trained: tuple[Path, dict], tmp_path: Path) -> None:
   workdir, _ = trained
-  out = subprocess.run([sys.executable, '-m', 'seq2seq_jax.translate', f'--workdir={workdir}',
-                        'I see the cat.', '', 'We like the dog!'],
-                       env=ENV, capture_output=True, text=True, cwd=ROOT)
+  out = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'seq2seq_jax.translate',
+      f'--workdir={workdir}',
+      'I see the cat.',
+      '',
+      'We like the dog!',
+    ],
+    env=ENV,
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   lines = out.stdout.split('\n')
   assert len(lines) == 4 and lines[1] == '' and lines[3] == ''
   pairs = tmp_path / 'pairs.tsv'
   pairs.write_text('I see the cat.\tJe vois le chat.\nbad line\nWe like the dog!\tNous aimons.\n')
-  out = subprocess.run([sys.executable, '-m', 'seq2seq_jax.evaluate', f'--workdir={workdir}',
-                        f'--pairs={pairs}', '--checkpoint=latest'],
-                       env=ENV, capture_output=True, text=True, cwd=ROOT)
+  out = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'seq2seq_jax.evaluate',
+      f'--workdir={workdir}',
+      f'--pairs={pairs}',
+      '--checkpoint=latest',
+    ],
+    env=ENV,
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result['sentences'] == 2 and 0 <= result['bleu'] <= 100 and result['sentences_per_s'] > 0
   assert len(Path(result['hypotheses']).read_text().splitlines()) == 2
-  out = subprocess.run([sys.executable, '-m', 'seq2seq_jax.translate',
-                        f'--workdir={tmp_path / "nothing"}', 'hi'],
-                       env=ENV, capture_output=True, text=True, cwd=ROOT)
+  out = subprocess.run(
+    [sys.executable, '-m', 'seq2seq_jax.translate', f'--workdir={tmp_path / "nothing"}', 'hi'],
+    env=ENV,
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+  )
   assert out.returncode == 1 and out.stderr.strip().startswith('translate: ')
+
+
+def test_sentencepiece_with_length_buckets(data_dir: Path, tmp_path: Path) -> None:
+  from seq2seq_jax import inference
+
+  config = tiny_config(data_dir)
+  config.data.tokenizer = 'sentencepiece'
+  config.data.vocab_size = 60
+  config.data.num_steps = 0  # length buckets, max_len from the 99% quantile
+  config.data.buckets = ()
+  result = trainer.train_and_evaluate(config, str(tmp_path))
+  assert result['step'] >= 8 and np.isfinite(result['val_loss'])  # 2 epochs of buckets
+  assert (tmp_path / 'spm_src.model').exists() and (tmp_path / 'spm_tgt.model').exists()
+  translator = inference.load(tmp_path, 'latest')
+  out = translator.translate(['I see the cat.', ''])
+  assert len(out) == 2 and out[1] == '' and isinstance(out[0], str)
+  assert translator.max_len >= 8  # subword sequences of these pairs

@@ -1,0 +1,143 @@
+"""Tokenizers by config (`data.tokenizer`): the book's words, or SentencePiece subwords.
+
+Both map a raw sentence to ids ending in `<eos>` and ids back to text, with the reserved
+ids of `text` (`<pad>`=0, `<bos>`=1, `<eos>`=2, `<unk>`=3). Translation quality is
+scored on one normal form for both (`text.score_form`: the book's preprocessing, lowercased
+with spaced punctuation), so their BLEU numbers compare; SentencePiece output is also
+cased, detokenised text a person can read.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from seq2seq_jax import text
+
+
+class Tokenizer(Protocol):
+  kind: str
+
+  @property
+  def vocab_size(self) -> int: ...
+
+  def encode(self, sentence: str) -> list[int]: ...
+
+  def decode(self, ids: Iterable[int]) -> str: ...
+
+  def reference(self, sentence: str) -> str: ...
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece (unigram) model trained on the training split, cased text."""
+
+  kind = 'sentencepiece'
+
+  def __init__(self, model_proto: bytes):
+    import sentencepiece as spm
+
+    self.model_proto = model_proto
+    self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+  @classmethod
+  def train(cls, sentences: Iterable[str], vocab_size: int) -> SentencePieceTokenizer:
+    import sentencepiece as spm
+
+    sentences = [s for s in sentences if s.strip()]
+    if not sentences:
+      raise ValueError('cannot train SentencePiece on an empty split')
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences),
+      model_writer=buffer,
+      vocab_size=vocab_size,
+      model_type='unigram',
+      character_coverage=1.0,
+      pad_id=text.PAD_ID,
+      bos_id=text.BOS_ID,
+      eos_id=text.EOS_ID,
+      unk_id=text.UNK_ID,
+      hard_vocab_limit=False,  # small corpora (tests) may not support vocab_size pieces
+      minloglevel=2,
+      num_threads=2,
+    )
+    return cls(buffer.getvalue())
+
+  @property
+  def vocab_size(self) -> int:
+    return self.sp.get_piece_size()
+
+  def encode(self, sentence: str) -> list[int]:
+    normalised = sentence.replace('\u202f', ' ').replace('\xa0', ' ').strip()
+    return self.sp.encode(normalised) + [text.EOS_ID]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    out = []
+    for i in ids:
+      i = int(i)
+      if i == text.EOS_ID:
+        break
+      if i not in (text.PAD_ID, text.BOS_ID):
+        out.append(i)
+    return self.sp.decode(out)
+
+  def reference(self, sentence: str) -> str:
+    return text.score_form(sentence)
+
+  def save(self, path: str | Path) -> None:
+    Path(path).write_bytes(self.model_proto)
+
+  @classmethod
+  def load(cls, path: str | Path) -> SentencePieceTokenizer:
+    return cls(Path(path).read_bytes())
+
+
+KINDS = ('word', 'sentencepiece')
+FILES = {
+  'word': ('vocab_src.json', 'vocab_tgt.json'),
+  'sentencepiece': ('spm_src.model', 'spm_tgt.model'),
+}
+
+
+def check_kind(kind: str) -> None:
+  if kind not in KINDS:
+    raise ValueError(f'data.tokenizer must be one of {KINDS}, got {kind!r}')
+
+
+def paths(workdir: str | Path, kind: str) -> tuple[Path, Path]:
+  check_kind(kind)
+  src, tgt = FILES[kind]
+  return Path(workdir) / src, Path(workdir) / tgt
+
+
+def load(workdir: str | Path, kind: str) -> tuple[Tokenizer, Tokenizer]:
+  """The (source, target) tokenizers saved in a workdir."""
+  src_path, tgt_path = paths(workdir, kind)
+  for p in (src_path, tgt_path):
+    if not p.exists():
+      raise FileNotFoundError(f'{workdir} has no {kind} tokenizer ({p.name} is missing)')
+  cls = text.WordTokenizer if kind == 'word' else SentencePieceTokenizer
+  return cls.load(src_path), cls.load(tgt_path)
+
+
+def train(
+  kind: str,
+  pairs: list[tuple[str, str]],
+  *,
+  min_freq: int = 2,
+  num_steps: int | None = None,
+  vocab_size: int = 8000,
+) -> tuple[Tokenizer, Tokenizer]:
+  """Trains (source, target) tokenizers on (English, French) pairs."""
+  check_kind(kind)
+  if kind == 'word':
+    return (
+      text.WordTokenizer.train((en for en, _ in pairs), min_freq, num_steps),
+      text.WordTokenizer.train((fr for _, fr in pairs), min_freq, num_steps),
+    )
+  return (
+    SentencePieceTokenizer.train((en for en, _ in pairs), vocab_size),
+    SentencePieceTokenizer.train((fr for _, fr in pairs), vocab_size),
+  )
