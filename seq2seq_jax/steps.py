@@ -9,6 +9,7 @@ with global batch B compute what one device computes with batch B.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -85,13 +86,48 @@ def init_state(
 
 
 def token_losses(logits: Array, labels: Array, label_smoothing: float = 0.0) -> tuple[Array, Array]:
-  """Per-token cross-entropy (optionally smoothed) and the plain one, both [batch, time]."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
-  if label_smoothing <= 0:
-    return nll, nll
-  smooth = -jnp.mean(logp, axis=-1)
-  return (1.0 - label_smoothing) * nll + label_smoothing * smooth, nll
+  """Per-token cross-entropy (optionally smoothed) and the plain one, both [batch, time].
+
+  The values are `log_softmax`'s, term for term; the gradient is written by hand as one
+  fused pass (`softmax - one_hot`, scaled), so that neither log-probabilities nor a
+  one-hot scatter of shape [batch, time, vocab] is materialised (docs/performance.md)."""
+  return _cross_entropy(logits.astype(jnp.float32), labels, float(max(label_smoothing, 0.0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cross_entropy(logits: Array, labels: Array, smoothing: float) -> tuple[Array, Array]:
+  return _cross_entropy_fwd(logits, labels, smoothing)[0]
+
+
+def _cross_entropy_fwd(
+  logits: Array, labels: Array, smoothing: float
+) -> tuple[tuple[Array, Array], tuple[Array, ...]]:
+  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  log_sum = jnp.log(jnp.sum(jnp.exp(logits - shift), axis=-1))
+  label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  nll = log_sum - (label_logit - shift[..., 0])  # -log_softmax(logits)[label]
+  loss = nll
+  if smoothing > 0:  # -mean(log_softmax(logits))
+    smooth = log_sum - jnp.mean(logits - shift, axis=-1)
+    loss = (1.0 - smoothing) * nll + smoothing * smooth
+  return (loss, nll), (logits, labels, shift[..., 0] + log_sum)
+
+
+def _cross_entropy_bwd(
+  smoothing: float, res: tuple[Array, ...], cotangents: tuple[Array, Array]
+) -> tuple[Array, None]:
+  logits, labels, lse = res
+  d_loss, d_nll = cotangents
+  d_lse = (d_loss + d_nll)[..., None]  # both outputs hold logsumexp once
+  d_label = ((1.0 - smoothing) * d_loss + d_nll)[..., None]
+  one_hot = labels[..., None] == jnp.arange(logits.shape[-1], dtype=labels.dtype)
+  d_logits = jnp.exp(logits - lse[..., None]) * d_lse - jnp.where(one_hot, d_label, 0.0)
+  if smoothing > 0:
+    d_logits = d_logits - (smoothing / logits.shape[-1]) * d_loss[..., None]
+  return d_logits, None
+
+
+_cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
 def loss_terms(
@@ -147,7 +183,7 @@ def train_step(
   grads = jax.tree.map(lambda g: g / jnp.maximum(metrics['tokens'], 1.0), grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics['grad_norm'] = optax.global_norm(grads)
+  metrics['grad_norm'] = optax.tree.norm(grads)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 

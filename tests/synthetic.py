@@ -8,8 +8,14 @@ from pathlib import Path
 
 SUBJECTS = [('i', 'je'), ('you', 'tu'), ('he', 'il'), ('she', 'elle'), ('we', 'nous')]
 VERBS = [('see', 'vois'), ('like', 'aime'), ('want', 'veux'), ('have', 'ai')]
-OBJECTS = [('the cat', 'le chat'), ('the dog', 'le chien'), ('a book', 'un livre'),
-           ('the house', 'la maison'), ('an apple', 'une pomme'), ('the car', 'la voiture')]
+OBJECTS = [
+  ('the cat', 'le chat'),
+  ('the dog', 'le chien'),
+  ('a book', 'un livre'),
+  ('the house', 'la maison'),
+  ('an apple', 'une pomme'),
+  ('the car', 'la voiture'),
+]
 
 
 def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
