@@ -2,6 +2,7 @@
 
   python -m seq2seq_jax.evaluate --workdir=DIR --pairs=FILE.tsv   # English<TAB>French lines
   python -m seq2seq_jax.evaluate --workdir=DIR --split=test        # the TFDS test split
+  ... --beam_size=4 --alpha=0.75                                    # beam search (1: greedy)
 
 All references of a repeated source count together (sacreBLEU's multi-reference BLEU).
 The hypotheses go to a file beside the input (or `--output`); the scores, the number of
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from seq2seq_jax import errors, inference, input_pipeline, metrics_lib
+from seq2seq_jax import errors, inference, input_pipeline, metrics_lib, text
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
@@ -25,6 +26,8 @@ flags.DEFINE_string('split', None, "A TFDS split of the workdir's data (e.g. 'te
 flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
 flags.DEFINE_string('output', None, 'Where to write the hypotheses (one per source).')
 flags.DEFINE_integer('batch_size', 512, 'Sentences translated together.')
+flags.DEFINE_integer('beam_size', 1, 'Beam size; 1 is greedy decoding.', lower_bound=1)
+flags.DEFINE_float('alpha', 0.75, 'Length normalisation of beam search: logP / len**alpha.')
 flags.mark_flag_as_required('workdir')
 
 
@@ -55,7 +58,7 @@ def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> 
   hyps = translator.translate(sources)
   seconds = time.perf_counter() - t0
   references = [[translator.tgt_tok.reference(r) for r in refs[s]] for s in sources]
-  scores = metrics_lib.corpus_scores(hyps, references)
+  scores = metrics_lib.corpus_scores([text.score_form(h) for h in hyps], references)
   scores['sentences_per_s'] = len(sources) / max(seconds, 1e-9)
   return scores, list(zip(sources, hyps, strict=True))
 
@@ -65,7 +68,13 @@ def main(argv: list[str]) -> None:
   with errors.one_line_errors('evaluate'):
     if bool(FLAGS.pairs) == bool(FLAGS.split):
       raise errors.UserError('give exactly one of --pairs=FILE or --split=NAME')
-    translator = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.batch_size)
+    translator = inference.load(
+      FLAGS.workdir,
+      FLAGS.checkpoint,
+      FLAGS.batch_size,
+      beam_size=FLAGS.beam_size,
+      alpha=FLAGS.alpha,
+    )
     if FLAGS.pairs:
       pairs = read_pairs(FLAGS.pairs)
       output = FLAGS.output or f'{FLAGS.pairs}.hyp'
@@ -80,6 +89,8 @@ def main(argv: list[str]) -> None:
       'sentences': scores['sentences'],
       'sentences_per_s': round(scores['sentences_per_s'], 1),
       'checkpoint_step': translator.step,
+      'beam_size': FLAGS.beam_size,
+      'alpha': FLAGS.alpha,
       'hypotheses': output,
     }
     print(json.dumps(result))

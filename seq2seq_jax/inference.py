@@ -13,12 +13,23 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import checkpointing, decode, errors, input_pipeline, models, steps, text
+from seq2seq_jax import (
+  beam_search,
+  checkpointing,
+  decode,
+  errors,
+  input_pipeline,
+  models,
+  steps,
+  text,
+  tokenizers,
+)
 
 
 @dataclasses.dataclass
 class Translator:
-  """Translates raw sentences with a trained model (greedy, batched, compiled)."""
+  """Translates raw sentences with a trained model (batched, compiled): greedy with
+  `beam_size=1`, beam search with length normalisation `alpha` otherwise."""
 
   model: models.EncoderDecoder
   params: Any
@@ -28,9 +39,38 @@ class Translator:
   config: ml_collections.ConfigDict
   step: int
   batch_size: int = 256
+  beam_size: int = 1
+  alpha: float = 0.75
 
   def __post_init__(self) -> None:
-    self._greedy = decode.make_greedy(self.model, self.max_len)
+    if self.beam_size < 1:
+      raise errors.UserError(f'the beam size must be at least 1, got {self.beam_size}')
+    if self.beam_size == 1:
+      self._decode = decode.make_greedy(self.model, self.max_len)
+    else:
+      self._decode = beam_search.make_best(
+        self.model, beam_size=self.beam_size, max_len=self.max_len, alpha=self.alpha
+      )
+
+  @property
+  def decoder(self) -> str:
+    """'plain' or 'attention'."""
+    return str(self.config.model.get('decoder', 'plain'))
+
+  def source_tokens(self, sentence: str) -> list[str]:
+    """The source tokens the model sees, `<eos>` included (for plots: unknown words as
+    written with the word tokenizer, pieces with SentencePiece)."""
+    if hasattr(self.src_tok, 'vocab'):
+      return text.tokenize(text.preprocess(sentence))[: self.max_len]
+    return _token_strings(self.src_tok, self.src_tok.encode(sentence)[: self.max_len])
+
+  def output_tokens(self, ids: np.ndarray) -> list[str]:
+    """Output ids -> one token per decoding step: up to and including `<eos>`, or all
+    `max_len` of them when the model never produced `<eos>`."""
+    ids = [int(i) for i in ids]
+    if text.EOS_ID in ids:
+      ids = ids[: ids.index(text.EOS_ID) + 1]
+    return _token_strings(self.tgt_tok, ids)
 
   def encode(self, sentences: Sequence[str], warn: bool = True) -> list[list[int]]:
     """Source ids, trimmed to the model's maximum length (with a warning)."""
@@ -40,8 +80,8 @@ class Translator:
       if len(s_ids) > self.max_len:
         if warn:
           print(
-            f'warning: sentence {i + 1} has {len(s_ids)} tokens; translating its first '
-            f'{self.max_len}',
+            f'warning: line {i + 1} has {len(s_ids)} tokens; the model reads at most '
+            f'{self.max_len}, so only its first {self.max_len} are translated',
             file=sys.stderr,
           )
         s_ids = s_ids[: self.max_len]
@@ -56,18 +96,26 @@ class Translator:
       src, src_len = input_pipeline.make_source_batch(
         chunk + [[0]] * (size - len(chunk)), self.max_len
       )
-      out = np.asarray(self._greedy(self.params, src, src_len))
+      out = np.asarray(self._decode(self.params, src, src_len))
       outputs.extend(out[: len(chunk)])
     return outputs
 
   def translate(self, sentences: Sequence[str]) -> list[str]:
     """Translations, one per sentence; an empty (or blank) sentence gives ''."""
     keep = [i for i, s in enumerate(sentences) if s.strip()]
-    outs = self.translate_ids(self.encode([sentences[i] for i in keep]))
+    src_ids = self.encode(sentences)  # warnings name the sentence's place in the input
+    outs = self.translate_ids([src_ids[i] for i in keep])
     result = [''] * len(sentences)
     for i, out in zip(keep, outs, strict=True):
       result[i] = self.tgt_tok.decode(out)
     return result
+
+
+def _token_strings(tok: Any, ids: Sequence[int]) -> list[str]:
+  """Ids -> token strings: the word vocabulary's, or SentencePiece's pieces."""
+  if hasattr(tok, 'vocab'):
+    return [tok.vocab.idx_to_token[int(i)] for i in ids]
+  return [tok.sp.id_to_piece(int(i)) for i in ids]
 
 
 def _round_up(n: int) -> int:
@@ -85,17 +133,21 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def load(workdir: str | Path, checkpoint: str = 'best', batch_size: int = 256) -> Translator:
-  """Loads a workdir written by `train.py`: its best (or latest, or a given) checkpoint."""
+def load(
+  workdir: str | Path,
+  checkpoint: str = 'best',
+  batch_size: int = 256,
+  *,
+  beam_size: int = 1,
+  alpha: float = 0.75,
+) -> Translator:
+  """Loads a workdir written by `train.py`: its best (or latest, or a given) checkpoint.
+  `beam_size` > 1 translates with beam search (`alpha`: the length-normalisation exponent)."""
   workdir = Path(workdir)
   if not workdir.is_dir():
     raise errors.UserError(f'workdir {workdir} does not exist')
   config = load_config(workdir)
-  for name in (input_pipeline.SRC_VOCAB, input_pipeline.TGT_VOCAB):
-    if not (workdir / name).exists():
-      raise errors.UserError(f'{workdir} has no vocabulary ({name} is missing)')
-  src_tok = text.WordTokenizer.load(workdir / input_pipeline.SRC_VOCAB)
-  tgt_tok = text.WordTokenizer.load(workdir / input_pipeline.TGT_VOCAB)
+  src_tok, tgt_tok = tokenizers.load(workdir, config.data.tokenizer)
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   _, meta = ckpts.read_meta(checkpoint)
   model_cfg = dict(config.model)
@@ -117,5 +169,14 @@ def load(workdir: str | Path, checkpoint: str = 'best', batch_size: int = 256) -
   step, state, meta = ckpts.restore(checkpoint, abstract)
   ckpts.close()
   return Translator(
-    model, state.params, src_tok, tgt_tok, int(meta['max_len']), config, step, batch_size
+    model,
+    state.params,
+    src_tok,
+    tgt_tok,
+    int(meta['max_len']),
+    config,
+    step,
+    batch_size,
+    beam_size,
+    alpha,
   )

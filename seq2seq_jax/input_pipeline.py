@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -241,7 +242,9 @@ def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
   from seq2seq_jax import tfds_fra_eng  # TFDS is imported here only
 
   pairs = tfds_fra_eng.load_pairs(
-    split, data_dir=data_cfg.data_dir, manual_dir=data_cfg.manual_dir or None
+    split,
+    data_dir=os.path.expanduser(data_cfg.data_dir),
+    manual_dir=os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None,
   )
   if data_cfg.max_pairs:
     pairs = pairs[: data_cfg.max_pairs]

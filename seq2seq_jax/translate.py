@@ -1,54 +1,125 @@
 """Translate with a trained workdir.
 
-  python -m seq2seq_jax.translate --workdir=DIR [--checkpoint=best|latest|STEP] [SENTENCE ...]
+  python -m seq2seq_jax.translate --workdir=DIR [--checkpoint=best|latest|STEP]
+      [--beam_size=K] [--alpha=A] [--plot_attention=PLOTDIR] [SENTENCE ...]
 
 With sentences as arguments, translates them; otherwise reads standard input line by
-line (an interactive prompt on a terminal). Writes exactly one line per input line to
-standard output and nothing else there; logs and warnings go to standard error.
+line: from a pipe or a file, all lines in batches; on a terminal, an interactive prompt
+(a line in, its translation out, until end of input). Writes exactly one line per input
+line to standard output and nothing else there (an empty line gives an empty line);
+logs, warnings and the prompt go to standard error. A line longer than the model's
+maximum length is translated from its first tokens, with a warning.
+
+`--beam_size=K` (K > 1) decodes with beam search, scoring hypotheses by
+`log P / length**alpha`; `--plot_attention=PLOTDIR` writes a heatmap of the attention
+weights per sentence (models with the attention decoder).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from seq2seq_jax import errors, inference
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
 flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
-flags.DEFINE_integer('batch_size', 256, 'Sentences translated together.')
+flags.DEFINE_integer('batch_size', 256, 'Sentences translated together.', lower_bound=1)
+flags.DEFINE_integer('beam_size', 1, 'Beam size; 1 is greedy decoding.', lower_bound=1)
+flags.DEFINE_float('alpha', 0.75, 'Length normalisation of beam search: logP / len**alpha.')
+flags.DEFINE_string(
+  'plot_attention', None, 'Write an attention heatmap per sentence into this directory.'
+)
 flags.mark_flag_as_required('workdir')
 
+TranslateFn = Callable[[Sequence[str]], list[str]]
 
-def interactive(translator: inference.Translator) -> None:
-  print(
-    f'seq2seq_jax: English -> French (step {translator.step}); Ctrl-D to quit.', file=sys.stderr
-  )
+
+def make_translate_fn(translator: inference.Translator, plot_dir: str | None) -> TranslateFn:
+  """Sentences -> translations; with `plot_dir`, also writes their attention heatmaps (and
+  fails at once, with a one-line error, when the model has no attention)."""
+  if not plot_dir:
+    return translator.translate
+  from seq2seq_jax import attention_plot  # matplotlib only when plotting
+
+  return attention_plot.Plotter(translator, plot_dir)
+
+
+def interactive(
+  translate_fn: TranslateFn,
+  banner: str = '',
+  stdout: TextIO | None = None,
+  stderr: TextIO | None = None,
+) -> int:
+  """The prompt: reads lines with `input` until end of input (Ctrl-D) or Ctrl-C, writes
+  each translation to `stdout`. Returns the number of lines translated."""
+  stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+  if banner:
+    print(banner, file=stderr)
+  # input() writes its prompt to stdout; keep stdout for translations when it is
+  # redirected, and show the prompt on the terminal (stderr) instead.
+  prompt_on_stdout = stdout.isatty()
+  count = 0
   while True:
     try:
-      line = input('en> ')
-    except EOFError:
-      print(file=sys.stderr)
-      return
-    print(translator.translate([line])[0], flush=True)
+      if prompt_on_stdout:
+        line = input('en> ')
+      else:
+        print('en> ', end='', file=stderr, flush=True)
+        line = input()
+    except (EOFError, KeyboardInterrupt):
+      print(file=stderr)
+      return count
+    print(translate_fn([line])[0], file=stdout, flush=True)
+    count += 1
+
+
+def translate_stream(translate_fn: TranslateFn, lines: Sequence[str], stdout: TextIO) -> None:
+  """One output line per input line, in order."""
+  for out in translate_fn([line.rstrip('\r\n') for line in lines]):
+    stdout.write(out + '\n')
+  stdout.flush()
+
+
+def _quiet_logs() -> None:
+  """Only warnings and errors on stderr, and none of Orbax's read-only-mode notices."""
+  import logging as py_logging
+
+  class _Filter(py_logging.Filter):
+    def filter(self, record: py_logging.LogRecord) -> bool:
+      return record.levelno >= py_logging.ERROR or '/orbax/' not in record.pathname
+
+  logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().addFilter(_Filter())
 
 
 def main(argv: list[str]) -> None:
   sentences = argv[1:]
+  _quiet_logs()
   with errors.one_line_errors('translate'):
-    translator = inference.load(FLAGS.workdir, FLAGS.checkpoint, FLAGS.batch_size)
+    translator = inference.load(
+      FLAGS.workdir,
+      FLAGS.checkpoint,
+      FLAGS.batch_size,
+      beam_size=FLAGS.beam_size,
+      alpha=FLAGS.alpha,
+    )
+    translate_fn = make_translate_fn(translator, FLAGS.plot_attention)
     if sentences:
-      lines = sentences
+      translate_stream(translate_fn, sentences, sys.stdout)
     elif sys.stdin.isatty():
-      interactive(translator)
-      return
+      decoding = 'greedy' if FLAGS.beam_size == 1 else f'beam {FLAGS.beam_size}'
+      banner = (
+        f'seq2seq_jax: English -> French (step {translator.step}, {decoding}); Ctrl-D to quit.'
+      )
+      interactive(translate_fn, banner)
     else:
-      lines = [line.rstrip('\r\n') for line in sys.stdin]
-    for out in translator.translate(lines):
-      sys.stdout.write(out + '\n')
-    sys.stdout.flush()
+      sys.stdin.reconfigure(errors='replace')  # a stray byte is no reason to stop
+      translate_stream(translate_fn, sys.stdin.readlines(), sys.stdout)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,43 @@
+"""Small trained workdirs for the translate, evaluate and attention tests.
+
+`trained_workdir(tmp_path_factory, decoder)` trains configs/tiny.py in-process on 60
+made-up pairs (48 for training, 12 for validation) once per test session and decoder,
+and returns the workdir. The models are barely trained: tests check behaviour, not
+translation quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from configs import tiny
+from seq2seq_jax import trainer
+from tests import synthetic
+
+_WORKDIRS: dict[str, Path] = {}
+_DATA: list[Path] = []
+
+
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  """A directory holding fra.txt with 60 made-up pairs (written once per session)."""
+  if not _DATA:
+    _DATA.append(synthetic.write_fra_txt(tmp_path_factory.mktemp('fra_data'), n=60))
+  return _DATA[0]
+
+
+def trained_workdir(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'attention') -> Path:
+  """A workdir of configs/tiny.py with `model.decoder=decoder`, trained for 2 epochs."""
+  if decoder not in _WORKDIRS:
+    data = data_dir(tmp_path_factory)
+    config = tiny.get_config()
+    config.data.manual_dir = str(data)
+    config.data.data_dir = str(data / 'tfds')
+    config.data.train_split = 'full[:48]'
+    config.data.val_split = 'full[48:60]'
+    config.model.decoder = decoder
+    workdir = tmp_path_factory.mktemp(f'workdir_{decoder}')
+    trainer.train_and_evaluate(config, str(workdir))
+    _WORKDIRS[decoder] = workdir
+  return _WORKDIRS[decoder]

@@ -1,0 +1,155 @@
+"""The translate command on a small trained workdir: sentences as arguments, a pipe,
+the interactive prompt (in-process and on a real pseudo-terminal), empty, blank,
+unknown, undecodable and very long lines, and beam search through the command line."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seq2seq_jax import errors, inference, translate
+from tests import fixtures_workdir
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONUNBUFFERED': '1'}
+SENTENCES = ['I see the cat.', 'You like the dog!', 'We have a book.']
+LONG = 'the cat ' * 1000  # 8,000 characters
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  return fixtures_workdir.trained_workdir(tmp_path_factory, 'attention')
+
+
+@pytest.fixture(scope='module')
+def translator(workdir: Path) -> inference.Translator:
+  return inference.load(workdir)
+
+
+def _cmd(workdir: Path, *args: str) -> list[str]:
+  return [sys.executable, '-m', 'seq2seq_jax.translate', f'--workdir={workdir}', *args]
+
+
+def _run(workdir: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    _cmd(workdir, *args), input=stdin, capture_output=True, env=ENV, cwd=ROOT, timeout=120
+  )
+
+
+def test_arguments_are_translated_one_line_each(workdir: Path, translator) -> None:  # noqa: ANN001
+  beam = inference.load(workdir, beam_size=3)
+  proc = _run(workdir, '--beam_size=3', *SENTENCES)
+  assert proc.returncode == 0, proc.stderr.decode()
+  assert proc.stdout.decode('utf-8').split('\n') == beam.translate(SENTENCES) + ['']
+  assert all(line.strip() for line in beam.translate(SENTENCES))
+
+
+def test_a_pipe_gives_one_line_per_line_in_order(workdir: Path, translator) -> None:  # noqa: ANN001
+  lines = [
+    SENTENCES[0].encode(),
+    b'',  # empty
+    b'   ',  # blank
+    b'Xylophones quibble zzz.',  # unknown words
+    LONG.encode(),  # far longer than the model's maximum length
+    b'You like the dog!\r',  # a Windows line end
+    b'caf\xff\xfe.',  # not UTF-8
+    SENTENCES[2].encode(),
+  ]
+  proc = _run(workdir, stdin=b'\n'.join(lines) + b'\n')
+  assert proc.returncode == 0, proc.stderr.decode()
+  out = proc.stdout.decode('utf-8').split('\n')
+  assert len(out) == len(lines) + 1 and out[-1] == ''
+  expected = translator.translate([SENTENCES[0], '', '', 'Xylophones quibble zzz.', LONG])
+  assert out[:5] == expected
+  assert out[1] == out[2] == ''
+  assert out[5] == translator.translate([SENTENCES[1]])[0]
+  assert out[7] == translator.translate([SENTENCES[2]])[0]
+  assert out[3] and out[4] and out[6]  # translated, not dropped
+  err = proc.stderr.decode()
+  assert f'warning: line 5 has 2001 tokens; the model reads at most {translator.max_len}' in err
+  assert 'Traceback' not in err
+
+
+def test_interactive_prompt_in_process(translator, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+  typed = iter(['I see the cat.', '', LONG, 'We have a book.'])
+
+  def fake_input(prompt: str = '') -> str:
+    try:
+      return next(typed)
+    except StopIteration:
+      raise EOFError from None
+
+  monkeypatch.setattr(builtins, 'input', fake_input)
+  stdout, stderr = io.StringIO(), io.StringIO()
+  count = translate.interactive(translator.translate, 'hello', stdout, stderr)
+  assert count == 4
+  expected = [translator.translate([s])[0] for s in ['I see the cat.', '', LONG, 'We have a book.']]
+  assert stdout.getvalue() == ''.join(e + '\n' for e in expected)
+  assert stderr.getvalue().startswith('hello\n') and stderr.getvalue().count('en> ') == 5
+
+
+def test_interactive_prompt_on_a_terminal(workdir: Path, translator) -> None:  # noqa: ANN001
+  """Standard input is a real pseudo-terminal: the prompt goes to stderr (stdout is a
+  pipe), each line typed gets its translation, Ctrl-D ends the session."""
+  main, secondary = pty.openpty()
+  proc = subprocess.Popen(
+    _cmd(workdir),
+    stdin=secondary,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    env=ENV,
+    cwd=ROOT,
+  )
+  os.close(secondary)
+  try:
+    os.write(main, b'I see the cat.\n\nWe have a book.\n\x04')  # \x04: Ctrl-D
+    out, err = proc.communicate(timeout=120)
+  finally:
+    os.close(main)
+  assert proc.returncode == 0, err.decode()
+  expected = translator.translate(['I see the cat.', '', 'We have a book.'])
+  assert out.decode('utf-8') == ''.join(e + '\n' for e in expected)
+  assert 'Ctrl-D to quit' in err.decode() and err.decode().count('en> ') == 4
+
+
+def test_a_missing_workdir_is_a_one_line_error(tmp_path: Path) -> None:
+  proc = _run(tmp_path / 'nope', 'hello')
+  assert proc.returncode == 1
+  assert proc.stdout == b''
+  assert proc.stderr.decode().strip().splitlines()[-1].startswith('translate: workdir ')
+
+
+def test_evaluate_takes_the_beam_size(workdir: Path, tmp_path: Path) -> None:
+  pairs = tmp_path / 'pairs.tsv'
+  pairs.write_text('I see the cat.\tJe vois le chat.\nWe have a book.\tNous avons un livre.\n')
+  proc = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'seq2seq_jax.evaluate',
+      f'--workdir={workdir}',
+      f'--pairs={pairs}',
+      '--beam_size=2',
+      '--alpha=0.5',
+    ],
+    capture_output=True,
+    env=ENV,
+    cwd=ROOT,
+    timeout=120,
+  )
+  assert proc.returncode == 0, proc.stderr.decode()
+  result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+  assert result['beam_size'] == 2 and result['alpha'] == 0.5 and result['sentences'] == 2
+  beam = inference.load(workdir, beam_size=2, alpha=0.5)
+  hyps = Path(result['hypotheses']).read_text().splitlines()
+  assert hyps == beam.translate(['I see the cat.', 'We have a book.'])
+  with pytest.raises(errors.UserError, match='beam size'):
+    inference.load(workdir, beam_size=0)
