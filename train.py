@@ -10,7 +10,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seq2seq_jax import errors, reporting, trainer
+from seq2seq_jax import distributed, errors, reporting, trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
@@ -22,10 +22,13 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
+  with errors.one_line_errors():
+    distributed.initialize(FLAGS.config.get('distributed'))  # before JAX picks its devices
   logging.info(
-    'JAX %s on %s: %d process(es), %d local device(s) %s',
+    'JAX %s on %s: process %d of %d, %d local device(s) %s',
     jax.__version__,
     jax.default_backend(),
+    jax.process_index(),
     jax.process_count(),
     jax.local_device_count(),
     jax.local_devices(),

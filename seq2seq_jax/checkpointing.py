@@ -27,7 +27,14 @@ class CheckpointError(errors.UserError):
 
 def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-    max_to_keep=keep, create=not read_only, read_only=read_only
+    max_to_keep=keep,
+    create=not read_only,
+    read_only=read_only,
+    # Two managers may save the same step at once: across processes their barriers need
+    # names of their own ('latest_...', 'best_...'), or Orbax fails with "already ongoing".
+    multiprocessing_options=ocp.options.MultiprocessingOptions(
+      barrier_sync_key_prefix=directory.name
+    ),
   )
   return ocp.CheckpointManager(directory.absolute(), options=options)
 

@@ -6,7 +6,6 @@ once; everything below receives plain arguments.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import signal
@@ -23,12 +22,14 @@ from absl import logging
 from seq2seq_jax import (
   checkpointing,
   decode,
+  distributed,
   errors,
   input_pipeline,
   metrics_lib,
   models,
   reporting,
   steps,
+  text,
 )
 
 
@@ -40,29 +41,8 @@ class TrainingError(errors.UserError):
 # Devices.
 
 
-@dataclasses.dataclass
-class Devices:
-  """How steps are laid out: plain `jit` on one device, `pmap` over several."""
-
-  count: int
-  process_index: int = 0
-  process_count: int = 1
-
-  @property
-  def parallel(self) -> bool:
-    return self.count > 1
-
-  def shard(self, batch: dict[str, np.ndarray]) -> Any:
-    """Host batch -> per-device batch ([devices, batch / devices, ...] under pmap)."""
-    if not self.parallel:
-      return batch
-    return jax.tree.map(lambda x: x.reshape((self.count, -1) + x.shape[1:]), batch)
-
-  def replicate(self, tree: Any) -> Any:
-    return jax.device_put_replicated(tree, jax.local_devices()) if self.parallel else tree
-
-  def unreplicate(self, tree: Any) -> Any:
-    return jax.tree.map(lambda x: x[0], tree) if self.parallel else tree
+# `jit` on one device, `pmap` over several (local or across processes): see distributed.py.
+Devices = distributed.Devices
 
 
 def compile_steps(
@@ -128,7 +108,7 @@ def evaluate_bleu(
   sources = list(refs)[:max_sentences] if max_sentences else list(refs)
   src_ids = [data.src_tok.encode(s)[: data.max_len] for s in sources]
   outs = translate_ids(greedy_fn, params, src_ids, data.max_len, batch_size)
-  hyps = [data.tgt_tok.decode(o) for o in outs]
+  hyps = [text.score_form(data.tgt_tok.decode(o)) for o in outs]
   references = [[data.tgt_tok.reference(r) for r in refs[s]] for s in sources]
   scores = metrics_lib.corpus_scores(hyps, references)
   samples = [
@@ -176,19 +156,25 @@ def build(config: ml_collections.ConfigDict, data: input_pipeline.Data) -> model
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` when it holds a checkpoint); returns final metrics."""
+  if config.get('population') and config.population.size > 1:  # N models in one vmapped step
+    from seq2seq_jax import population  # imported here: it builds on this module
+
+    return population.train_and_evaluate(config, workdir)
   workdir_path = Path(workdir).absolute()
   workdir_path.mkdir(parents=True, exist_ok=True)
   devices = Devices(jax.local_device_count(), jax.process_index(), jax.process_count())
   is_main = devices.process_index == 0
   tcfg, ecfg = config.train, config.eval
-  if tcfg.batch_size % (devices.count * devices.process_count):
-    raise TrainingError(
-      f'train.batch_size={tcfg.batch_size} does not divide over '
-      f'{devices.count * devices.process_count} devices'
-    )
+  devices.check_divides('train.batch_size', tcfg.batch_size)
+  devices.check_divides('eval.batch_size', ecfg.batch_size)
 
   # Data and model.
-  data = input_pipeline.prepare(config.data, str(workdir_path) if is_main else None)
+  data = distributed.main_first(
+    lambda: input_pipeline.prepare(config.data, str(workdir_path) if is_main else None)
+  )
+  distributed.check_same(
+    'the vocabularies or encoded training pairs', data.train.src, data.train.tgt
+  )
   batcher = input_pipeline.Batcher(
     data.train,
     tcfg.batch_size,
@@ -229,6 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # Resume.
   ckpts = checkpointing.Checkpoints(workdir_path, keep=tcfg.keep_checkpoints)
+  distributed.check_same('the checkpoints seen (is the workdir shared?)', ckpts.latest_step())
   best_bleu = -1.0
   if ckpts.latest_step() is not None:
     _, saved = ckpts.read_meta('latest')
@@ -284,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'val_chrf': bleu['chrf'],
     }
     report.eval(step, record, samples)
-    if bleu['bleu'] > best_bleu:
+    if distributed.main_decides(bleu['bleu'] > best_bleu):
       best_bleu = bleu['bleu']
       save(step, is_best=True)
     return record
@@ -314,6 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         stop_reason = f'time budget of {tcfg.time_budget_s} s reached'
       if stop.received:
         stop_reason = f'{stop.received} received'
+      stop_reason = distributed.agree_to_stop(stop_reason, check=step % tcfg.log_every_steps == 0)
       if stop_reason:
         break
 

@@ -1,0 +1,101 @@
+"""Runs the trainer's compiled steps on 1 device (jit) and on all devices (pmap) over the
+same global batches and prints the losses, metric sums and parameters as one JSON line.
+
+Run by tests/test_pmap.py in a subprocess whose XLA_FLAGS force several CPU devices (JAX
+must not be imported before they are set):
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/pmap_steps_check.py
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from seq2seq_jax import models, steps, text, trainer  # noqa: E402
+
+VOCAB, WIDTH, BATCH, NUM_STEPS = 23, 7, 16, 20
+
+
+def make_batches(seed: int = 0) -> list[dict[str, np.ndarray]]:
+  """Random batches with varying lengths and some empty rows (as the batcher pads)."""
+  rng = np.random.default_rng(seed)
+  batches = []
+  for _ in range(NUM_STEPS):
+    src_len = rng.integers(1, WIDTH + 1, BATCH)
+    tgt_len = rng.integers(1, WIDTH + 1, BATCH)
+    src_len[-3:] = tgt_len[-3:] = 0  # empty rows: no target tokens
+    pos = np.arange(WIDTH)
+    src = np.where(pos < src_len[:, None], rng.integers(3, VOCAB, (BATCH, WIDTH)), 0)
+    tgt_out = np.where(pos < tgt_len[:, None], rng.integers(3, VOCAB, (BATCH, WIDTH)), 0)
+    tgt_in = np.concatenate([np.full((BATCH, 1), text.BOS_ID), tgt_out[:, :-1]], 1)
+    tgt_in = np.where(tgt_len[:, None] > 0, tgt_in, 0)
+    batches.append(
+      {
+        'src': src.astype(np.int32),
+        'src_len': src_len.astype(np.int32),
+        'tgt_in': tgt_in.astype(np.int32),
+        'tgt_out': tgt_out.astype(np.int32),
+      }
+    )
+  return batches
+
+
+def run(
+  devices: trainer.Devices, model: models.EncoderDecoder, tx: Any, init: steps.TrainState
+) -> dict:
+  """20 steps from `init` with the trainer's compiled steps for `devices`."""
+  state = devices.replicate(init)
+  train_fn, eval_fn = trainer.compile_steps(model, tx, devices, 0.0)
+  dropout_key = jax.random.key(1)
+  losses, grad_norms = [], []
+  batches = make_batches()
+  for batch in batches:
+    state, metrics = train_fn(state, devices.shard(batch), dropout_key)
+    metrics = jax.tree.map(lambda x: float(np.asarray(x).reshape(-1)[0]), jax.device_get(metrics))
+    losses.append(metrics['loss'] / metrics['tokens'])
+    grad_norms.append(metrics['grad_norm'])
+  sums = jax.device_get(eval_fn(state.params, devices.shard(batches[0])))
+  final = jax.device_get(devices.unreplicate(state))
+  return {
+    'losses': losses,
+    'grad_norms': grad_norms,
+    'eval': {k: float(np.asarray(v).reshape(-1)[0]) for k, v in sums.items()},
+    'step': int(final.step),
+    'params': [np.asarray(x).tolist() for x in jax.tree.leaves(final.params)],
+  }
+
+
+def main() -> None:
+  """Usage: pmap_steps_check.py [DECODER ...] (default: attention)."""
+  out = {'device_count': jax.local_device_count()}
+  for decoder in sys.argv[1:] or ['attention']:
+    model = models.build_model(
+      src_vocab_size=VOCAB,
+      tgt_vocab_size=VOCAB,
+      embed_size=8,
+      num_hiddens=12,
+      num_layers=1,
+      dropout=0.0,
+      decoder=decoder,
+    )
+    tx = steps.make_optimizer(learning_rate=0.005, grad_clip=1.0)
+    init_fn = jax.jit(functools.partial(steps.init_state, model, tx))
+    init = jax.device_get(init_fn(jax.random.key(0)))
+    out[decoder] = {
+      'one': run(trainer.Devices(1), model, tx, init),
+      'all': run(trainer.Devices(jax.local_device_count()), model, tx, init),
+    }
+  print(json.dumps(out))
+
+
+if __name__ == '__main__':
+  main()

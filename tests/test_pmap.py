@@ -1,0 +1,137 @@
+"""Data parallelism with `jax.pmap` on 8 forced CPU devices: the same steps and the real
+trainer give what one device gives on the same global batch, and a checkpoint written on 8
+devices resumes on 1. Multi-device runs are subprocesses: the device count is fixed when
+JAX is imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seq2seq_jax import distributed
+from tests import distributed_runs as runs
+from tests import synthetic
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+  return synthetic.write_fra_txt(tmp_path_factory.mktemp('data'), n=80)
+
+
+def test_pmap_devices_split_batches_evenly_or_say_why() -> None:
+  devices = distributed.Devices(4, process_index=1, process_count=2)
+  assert devices.total == 8 and devices.parallel and not devices.is_main
+  devices.check_divides('train.batch_size', 16)
+  with pytest.raises(distributed.DistributedError, match='train.batch_size=12 does not divide'):
+    devices.check_divides('train.batch_size', 12)
+  # One process with one device per host still runs pmap (the psum spans the hosts).
+  assert distributed.Devices(1, process_count=2).parallel
+  one = distributed.Devices(1)
+  batch = {'src': np.arange(12).reshape(6, 2)}
+  assert not one.parallel and one.shard(batch) is batch
+  assert one.replicate(batch) is batch and one.unreplicate(batch) is batch
+  shards = distributed.Devices(3).shard(batch)
+  assert shards['src'].shape == (3, 2, 2)
+  np.testing.assert_array_equal(shards['src'].reshape(6, 2), batch['src'])
+  with pytest.raises(distributed.DistributedError, match='does not split over 4'):
+    distributed.Devices(4).shard(batch)
+
+
+def test_pmap_steps_on_8_devices_equal_one_device() -> None:
+  """20 train steps of global batch 16 (3 empty rows each): pmap over 8 devices vs jit on
+  1 device, dropout off. The mean losses, gradient norms, eval sums and parameters agree
+  to float32 rounding (only the order of the sums differs)."""
+  proc = subprocess.run(
+    [sys.executable, str(runs.ROOT / 'tests/pmap_steps_check.py')],
+    env=runs.env_with_devices(8),
+    capture_output=True,
+    text=True,
+    timeout=runs.TIMEOUT_S,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out['device_count'] == 8
+  one, all_ = out['attention']['one'], out['attention']['all']
+  assert one['step'] == all_['step'] == 20
+  np.testing.assert_allclose(all_['losses'], one['losses'], rtol=1e-5)
+  np.testing.assert_allclose(all_['grad_norms'], one['grad_norms'], rtol=1e-4)
+  assert one['losses'][-1] < one['losses'][0]  # it trained
+  assert all_['eval']['tokens'] == one['eval']['tokens'] > 0
+  np.testing.assert_allclose(all_['eval']['loss'], one['eval']['loss'], rtol=1e-5)
+  runs.assert_params_close(
+    [np.asarray(x) for x in all_['params']], [np.asarray(x) for x in one['params']]
+  )
+
+
+def test_pmap_training_equals_one_device_and_resumes_on_one(data_dir: Path, tmp_path: Path) -> None:
+  """`train.py` on 8 devices for 8 steps and on 1 device for 12 steps (same global batch
+  16, dropout off): the same losses and step-8 parameters. The 8-device checkpoint then
+  resumes on 1 device and steps 9-12 match the uninterrupted 1-device run."""
+  eight, one = tmp_path / 'eight', tmp_path / 'one'
+  every = '--config.train.eval_every_steps=8'  # evaluations at steps 8 and 12
+  procs = [
+    runs.start(
+      runs.train_cmd(
+        data_dir, eight, tmp_path / 'tfds8', '--config.train.num_train_steps=8', every
+      ),
+      runs.env_with_devices(8),
+      tmp_path / 'eight.log',
+    ),
+    runs.start(
+      runs.train_cmd(data_dir, one, tmp_path / 'tfds1', '--config.train.num_train_steps=12', every),
+      runs.env_with_devices(1),
+      tmp_path / 'one.log',
+    ),
+  ]
+  log8 = runs.finish(procs[0], tmp_path / 'eight.log')
+  runs.finish(procs[1], tmp_path / 'one.log')
+  assert 'training to step 8 on 8 device(s)' in log8
+  losses8, losses1 = runs.train_losses(eight), runs.train_losses(one)
+  assert sorted(losses8) == [2, 4, 6, 8] and sorted(losses1) == [2, 4, 6, 8, 10, 12]
+  np.testing.assert_allclose(
+    [losses8[s] for s in (2, 4, 6, 8)], [losses1[s] for s in (2, 4, 6, 8)], rtol=1e-5
+  )
+  np.testing.assert_allclose(runs.val_losses(eight)[8], runs.val_losses(one)[8], rtol=1e-5)
+  step8, params8 = runs.saved_params(eight)
+  assert step8 == 8
+  runs.assert_params_close(params8, runs.saved_params(one, 8)[1])
+
+  # Resume the 8-device checkpoint on one device.
+  resumed = runs.finish(
+    runs.start(
+      runs.train_cmd(
+        data_dir, eight, tmp_path / 'tfds8', '--config.train.num_train_steps=12', every
+      ),
+      runs.env_with_devices(1),
+      tmp_path / 'resume.log',
+    ),
+    tmp_path / 'resume.log',
+  )
+  assert 'resumed from step 8' in resumed and 'on 1 device(s)' in resumed
+  continued = runs.train_losses(eight)
+  assert sorted(continued) == [2, 4, 6, 8, 10, 12]
+  np.testing.assert_allclose([continued[10], continued[12]], [losses1[10], losses1[12]], rtol=1e-4)
+  np.testing.assert_allclose(runs.val_losses(eight)[12], runs.val_losses(one)[12], rtol=1e-4)
+  step, params = runs.saved_params(eight)
+  assert step == 12
+  runs.assert_params_close(params, runs.saved_params(one)[1], atol=1e-4)
+
+
+def test_pmap_batch_that_does_not_divide_is_a_one_line_error(
+  data_dir: Path, tmp_path: Path
+) -> None:
+  proc = subprocess.run(
+    runs.train_cmd(data_dir, tmp_path / 'w', tmp_path / 'tfds', '--config.train.batch_size=12'),
+    env=runs.env_with_devices(8),
+    capture_output=True,
+    text=True,
+    timeout=runs.TIMEOUT_S,
+  )
+  assert proc.returncode == 1
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: train.batch_size=12 does not divide over 8 devices'), last
