@@ -23,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.val_split = 'validation'
   config.data.test_split = 'test'
   config.data.max_pairs = 0  # keep only the first N pairs of each split (0 = all)
-  config.data.tokenizer = 'word'  # the book's word tokens
+  config.data.tokenizer = 'word'  # 'word' (the book's) or 'sentencepiece' (cased subwords)
+  config.data.vocab_size = 8000  # sentencepiece: pieces per language
   config.data.min_freq = 2  # the book's vocabulary threshold
   config.data.vocab_includes_validation = False  # the book counts validation tokens too
   config.data.num_steps = 0  # > 0: trim/pad every sentence to this (the book); 0: buckets
@@ -37,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_layers = 2
   config.model.dropout = 0.2
   config.model.decoder = 'plain'  # 'plain' (the seed) or 'attention' (Bahdanau)
+  config.model.cell = 'gru'  # recurrent cell: 'gru' (the seed) or 'lstm' (PyTorch's equations)
   config.model.dtype = 'float32'  # matmul inputs: 'float32' or 'bfloat16' (f32 accumulation)
   config.model.unroll = 1  # time steps per scan iteration
 
@@ -61,6 +63,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.decode_batch_size = 512
   config.eval.bleu_sentences = 1000  # validation sources translated for BLEU (0 = all)
   config.eval.num_samples = 3  # sample translations in the log
+
+  # Multi-process runs (several hosts, or a process per GPU): see docs/distributed.md.
+  config.distributed = ml_collections.ConfigDict()
+  # 'auto': start when a coordinator is given (here or JAX_COORDINATOR_ADDRESS) or a
+  # multi-process SLURM / Open MPI / Cloud TPU launch is detected; 'yes': always; 'no'.
+  config.distributed.initialize = 'auto'
+  config.distributed.coordinator_address = ''  # 'host:port' of process 0 ('' = from env)
+  config.distributed.num_processes = 0  # 0 = JAX_NUM_PROCESSES or detected
+  config.distributed.process_id = -1  # -1 = JAX_PROCESS_ID or detected
+
+  # Populations: N models in one vmapped step on shared batches (see docs/research.md).
+  config.population = ml_collections.ConfigDict()
+  config.population.size = 1  # > 1: train that many members together (seq2seq_jax/population.py)
+  config.population.learning_rates = ()  # one per member; () = train.learning_rate for all
+  config.population.seeds = ()  # one per member (init and dropout); () = seed, seed + 1, ...
+  # Members vectorised together in the one program: 0 = all (one vmap), k = groups of k,
+  # -1 = auto (all on GPU/TPU; one after another on CPU, where batched matmuls are slower).
+  config.population.chunk = -1
 
   config.examples = ()  # (source, reference) pairs printed with the book's BLEU at the end
   return config

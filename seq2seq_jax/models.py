@@ -18,6 +18,7 @@ the seed's `init_seq2seq` (Xavier-uniform weights) with PyTorch's defaults elsew
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -47,6 +48,66 @@ def torch_bias(fan_in: int) -> nn.initializers.Initializer:
   return _uniform(1.0 / math.sqrt(fan_in))
 
 
+def _row_major_transpose(a: Array) -> Array:
+  """`a.T` [n, m], copied row-major. XLA's CPU matmul library (YNNPACK) runs a matmul in
+  bfloat16 only when both operands are row-major `[m, k] x [k, n]`; given a transpose, XLA
+  folds it into the matmul and then runs that in float32 (or, for `x.T @ g`, in a slower
+  fallback even in float32). The barrier keeps the copy (see docs/performance.md)."""
+  return jax.lax.optimization_barrier(a.T.reshape(-1)).reshape(a.shape[::-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul(x: Array, w: Array, dtype: Dtype) -> Array:
+  """x [m, k] @ w [k, n] -> float32 [m, n]: `dtype` inputs, float32 accumulation.
+
+  The gradient's two matmuls also take `dtype` inputs (the incoming gradient rounded to
+  it) and accumulate in float32; the gradients returned are float32, like x and w."""
+  return jnp.dot(x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _matmul_fwd(x: Array, w: Array, dtype: Dtype) -> tuple[Array, tuple[Array, Array]]:
+  x, w = x.astype(dtype), w.astype(dtype)
+  return jnp.dot(x, w, preferred_element_type=jnp.float32), (x, w)
+
+
+def _matmul_bwd(dtype: Dtype, res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+  x, w = res
+  g = g.astype(dtype)
+  # float32 runs `g @ w.T` natively; bfloat16 needs w.T row-major.
+  w_t = w.T if jnp.dtype(dtype) == jnp.float32 else _row_major_transpose(w)
+  dx = jnp.dot(g, w_t, preferred_element_type=jnp.float32)
+  dw = jnp.dot(_row_major_transpose(x), g, preferred_element_type=jnp.float32)
+  return dx, dw
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class _Dense(nn.Module):
+  """`nn.Dense`'s parameters ('kernel' [in, out], then 'bias' [out]) and results, with
+  float32 accumulation and a float32 result for any matmul `dtype`.
+
+  The bias rides in the matmul as one more input row against a column of ones, so no
+  separate pass adds it to a large output and its gradient comes out of the kernel
+  gradient's matmul instead of a slow column reduction (docs/performance.md)."""
+
+  features: int
+  use_bias: bool
+  kernel_init: nn.initializers.Initializer
+  bias_init: nn.initializers.Initializer
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+    flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
+      flat = jnp.concatenate([flat, jnp.ones((flat.shape[0], 1), jnp.float32)], axis=1)
+      kernel = jnp.concatenate([kernel, bias[None, :]], axis=0)
+    return _matmul(flat, kernel, self.dtype).reshape(x.shape[:-1] + (self.features,))
+
+
 def _dense(
   features: int,
   fan_in: int,
@@ -55,8 +116,8 @@ def _dense(
   bias_fan_in: int | None = None,
   dtype: Dtype = jnp.float32,
   name: str | None = None,
-) -> nn.Dense:
-  return nn.Dense(
+) -> nn.Module:
+  return _Dense(
     features,
     use_bias=use_bias,
     kernel_init=xavier_uniform(fan_in, features),
@@ -126,6 +187,92 @@ class GRULayer(nn.Module):
     return outputs, h
 
 
+class LSTMStep(nn.Module):
+  """One LSTM time step given the precomputed input projection `W_i x + b_i`; PyTorch's
+  equations and gate order (i, f, g, o), both biases kept:
+    i, f, o = sigmoid(W_i* x + b_i* + W_h* h + b_h*);  g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+    c' = f * c + i * g;  h' = o * tanh(c')
+  The carry is (h, c), each [batch, hidden]."""
+
+  hidden: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self, carry: tuple[Array, Array], inputs: tuple[Array, Array | None]
+  ) -> tuple[tuple[Array, Array], Array]:
+    h, c = carry
+    x_proj, mask = inputs  # [batch, 4 hidden], [batch] or None
+    h_proj = _dense(
+      4 * self.hidden, self.hidden, bias_fan_in=self.hidden, dtype=self.dtype, name='hidden'
+    )(h)
+    gates = x_proj.astype(jnp.float32) + h_proj.astype(jnp.float32)
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+    if mask is not None:  # past a sequence's end the state stays as it was
+      h_new = jnp.where(mask[:, None], h_new, h)
+      c_new = jnp.where(mask[:, None], c_new, c)
+    return (h_new, c_new), h_new
+
+
+class LSTMLayer(nn.Module):
+  """One LSTM layer over a whole sequence: an `nn.scan` over `LSTMStep` (as `GRULayer`,
+  with four gates in one matmul and the carry (h, c))."""
+
+  hidden: int
+  fan_in: int | None = None
+  dtype: Dtype = jnp.float32
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(
+    self,
+    x: Array,
+    carry0: tuple[Array, Array],
+    mask: Array | None = None,
+    extra: Array | None = None,
+  ) -> tuple[Array, tuple[Array, Array]]:
+    """x: [batch, time, in]; carry0: (h, c), each [batch, hidden]; mask: [batch, time];
+    extra: [batch, 4 hidden]. Returns outputs [batch, time, hidden] and the final (h, c)."""
+    fan_in = self.fan_in or x.shape[-1]
+    x_proj = _dense(
+      4 * self.hidden, fan_in, bias_fan_in=self.hidden, dtype=self.dtype, name='input'
+    )(x)
+    if extra is not None:
+      x_proj = x_proj + extra[:, None, :].astype(x_proj.dtype)
+    scan = nn.scan(
+      LSTMStep,
+      variable_broadcast='params',
+      split_rngs={'params': False},
+      in_axes=1,
+      out_axes=1,
+      unroll=self.unroll,
+    )
+    carry, outputs = scan(self.hidden, self.dtype, name='cell')(carry0, (x_proj, mask))
+    return outputs, carry
+
+
+# Recurrent cells by `cell` name: (layer over a sequence, one step, gates per hidden unit).
+CELLS = {'gru': (GRULayer, GRUStep, 3), 'lstm': (LSTMLayer, LSTMStep, 4)}
+
+
+def zero_carry(cell: str, batch: int, hidden: int) -> Any:
+  """A layer's initial carry: h for a GRU, (h, c) for an LSTM."""
+  h = jnp.zeros((batch, hidden), jnp.float32)
+  return (h, h) if cell == 'lstm' else h
+
+
+def carry_hidden(cell: str, carry: Any) -> Array:
+  """The hidden state h of a carry (or of a stack of carries)."""
+  return carry[0] if cell == 'lstm' else carry
+
+
+def layer_carry(state: Any, i: int) -> Any:
+  """Layer i's carry from the encoder's stacked final state."""
+  return jax.tree.map(lambda s: s[i], state)
+
+
 class Encoder(nn.Module):
   """The seed's encoder interface: a source sequence -> (outputs, state)."""
 
@@ -144,7 +291,7 @@ class Decoder(nn.Module):
 
 
 class Seq2SeqEncoder(Encoder):
-  """Embedding -> `num_layers` GRU layers with dropout between them."""
+  """Embedding -> `num_layers` GRU (or LSTM: `cell`) layers with dropout between them."""
 
   vocab_size: int
   embed_size: int
@@ -153,20 +300,22 @@ class Seq2SeqEncoder(Encoder):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   unroll: int = 1
+  cell: str = 'gru'  # 'gru' or 'lstm'
 
   def setup(self) -> None:
     self.embedding = nn.Embed(
       self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
     )
     self.layers = [
-      GRULayer(self.num_hiddens, dtype=self.dtype, unroll=self.unroll)
+      CELLS[self.cell][0](self.num_hiddens, dtype=self.dtype, unroll=self.unroll)
       for _ in range(self.num_layers)
     ]
     self.drop = nn.Dropout(self.dropout)
 
   def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> tuple[Array, Array]:
     """src: [batch, time] ids; src_len: [batch]. Returns outputs [batch, time, hidden] and
-    the state [layers, batch, hidden] taken at each sequence's last real token."""
+    the state [layers, batch, hidden] taken at each sequence's last real token (for an
+    LSTM the pair (h, c) of such arrays)."""
     batch, steps = src.shape
     mask = jnp.arange(steps)[None, :] < src_len[:, None]
     x = self.embedding(src)
@@ -174,9 +323,9 @@ class Seq2SeqEncoder(Encoder):
     for i, layer in enumerate(self.layers):
       if i > 0:
         x = self.drop(x, deterministic=not train)
-      x, h = layer(x, jnp.zeros((batch, self.num_hiddens), jnp.float32), mask)
+      x, h = layer(x, zero_carry(self.cell, batch, self.num_hiddens), mask)
       states.append(h)
-    return x, jnp.stack(states)
+    return x, jax.tree.map(lambda *s: jnp.stack(s), *states)
 
 
 class Seq2SeqDecoder(Decoder):
@@ -190,6 +339,7 @@ class Seq2SeqDecoder(Decoder):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   unroll: int = 1
+  cell: str = 'gru'  # 'gru' or 'lstm'
 
   def setup(self) -> None:
     fan_in0 = self.embed_size + self.num_hiddens
@@ -198,9 +348,10 @@ class Seq2SeqDecoder(Decoder):
     )
     # The context is the same at every step: its share of layer 0's input projection is
     # computed once per sentence (in `init_state`), not once per step.
-    self.context_proj = _dense(3 * self.num_hiddens, fan_in0, use_bias=False, dtype=self.dtype)
+    gates = CELLS[self.cell][2] * self.num_hiddens
+    self.context_proj = _dense(gates, fan_in0, use_bias=False, dtype=self.dtype)
     self.layers = [
-      GRULayer(
+      CELLS[self.cell][0](
         self.num_hiddens, fan_in=fan_in0 if i == 0 else None, dtype=self.dtype, unroll=self.unroll
       )
       for i in range(self.num_layers)
@@ -211,10 +362,10 @@ class Seq2SeqDecoder(Decoder):
   def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
     del src_len  # the encoder's state is already taken at the last real token
     _, enc_state = enc_all_outputs
-    context = enc_state[-1]
+    context = carry_hidden(self.cell, enc_state)[-1]
     return {
       'context_proj': self.context_proj(context).astype(jnp.float32),
-      'hidden': tuple(enc_state[i] for i in range(self.num_layers)),
+      'hidden': tuple(layer_carry(enc_state, i) for i in range(self.num_layers)),
     }
 
   def features(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
@@ -268,19 +419,21 @@ class AttentionStep(nn.Module):
   embed_size: int
   dropout: float
   dtype: Dtype = jnp.float32
+  cell: str = 'gru'
 
   @nn.compact
   def __call__(
     self, carry: tuple[Array, ...], inputs: Array, memory: dict, train: bool
   ) -> tuple[tuple[Array, ...], tuple[Array, Array]]:
     emb_proj = inputs  # [batch, 3 hidden]: layer 0's projection of the embedding
-    h_top = carry[-1]
+    h_top = carry_hidden(self.cell, carry[-1])
+    _, step_cls, gates = CELLS[self.cell]
     context, weights = AdditiveAttention(self.num_hiddens, self.dtype, name='attention')(
       h_top, memory['keys'], memory['values'], memory['mask']
     )
     fan_in0 = self.embed_size + self.num_hiddens
     x_proj = emb_proj + _dense(
-      3 * self.num_hiddens, fan_in0, use_bias=False, dtype=self.dtype, name='context_proj'
+      gates * self.num_hiddens, fan_in0, use_bias=False, dtype=self.dtype, name='context_proj'
     )(context).astype(jnp.float32)
     new_carry = []
     x = None
@@ -288,15 +441,15 @@ class AttentionStep(nn.Module):
       if i > 0:
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         x_proj = _dense(
-          3 * self.num_hiddens,
+          gates * self.num_hiddens,
           self.num_hiddens,
           bias_fan_in=self.num_hiddens,
           dtype=self.dtype,
           name=f'input_{i}',
         )(x).astype(jnp.float32)
-      h, _ = GRUStep(self.num_hiddens, self.dtype, name=f'cell_{i}')(carry[i], (x_proj, None))
+      h, out = step_cls(self.num_hiddens, self.dtype, name=f'cell_{i}')(carry[i], (x_proj, None))
       new_carry.append(h)
-      x = h
+      x = out
     return tuple(new_carry), (x, weights)
 
 
@@ -312,6 +465,7 @@ class Seq2SeqAttentionDecoder(Decoder):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   unroll: int = 1
+  cell: str = 'gru'  # 'gru' or 'lstm'
 
   def setup(self) -> None:
     fan_in0 = self.embed_size + self.num_hiddens
@@ -320,7 +474,10 @@ class Seq2SeqAttentionDecoder(Decoder):
     )
     self.key_proj = _dense(self.num_hiddens, self.num_hiddens, use_bias=False, dtype=self.dtype)
     self.embed_proj = _dense(
-      3 * self.num_hiddens, fan_in0, bias_fan_in=self.num_hiddens, dtype=self.dtype
+      CELLS[self.cell][2] * self.num_hiddens,
+      fan_in0,
+      bias_fan_in=self.num_hiddens,
+      dtype=self.dtype,
     )
     scan = nn.scan(
       AttentionStep,
@@ -330,7 +487,9 @@ class Seq2SeqAttentionDecoder(Decoder):
       out_axes=1,
       unroll=self.unroll,
     )
-    self.step = scan(self.num_hiddens, self.num_layers, self.embed_size, self.dropout, self.dtype)
+    self.step = scan(
+      self.num_hiddens, self.num_layers, self.embed_size, self.dropout, self.dtype, self.cell
+    )
     self.dense = _dense(self.vocab_size, self.num_hiddens, dtype=self.dtype)
 
   def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
@@ -340,7 +499,7 @@ class Seq2SeqAttentionDecoder(Decoder):
       'values': outputs,
       'keys': self.key_proj(outputs).astype(jnp.float32),
       'mask': mask,
-      'hidden': tuple(enc_state[i] for i in range(self.num_layers)),
+      'hidden': tuple(layer_carry(enc_state, i) for i in range(self.num_layers)),
     }
 
   def features(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
@@ -399,10 +558,13 @@ def build_model(
   num_layers: int,
   dropout: float = 0.0,
   decoder: str = 'plain',
+  cell: str = 'gru',
   dtype: str = 'float32',
   unroll: int = 1,
 ) -> EncoderDecoder:
   """The seq2seq model from plain hyperparameters (`build_model(**config.model, ...)`)."""
+  if cell not in CELLS:
+    raise ValueError(f'model.cell must be one of {sorted(CELLS)}, got {cell!r}')
   if decoder not in DECODERS:
     raise ValueError(f'model.decoder must be one of {sorted(DECODERS)}, got {decoder!r}')
   if dtype not in DTYPES:
@@ -424,6 +586,7 @@ def build_model(
     dropout=dropout,
     dtype=DTYPES[dtype],
     unroll=unroll,
+    cell=cell,
   )
   return EncoderDecoder(
     encoder=Seq2SeqEncoder(vocab_size=src_vocab_size, **common),

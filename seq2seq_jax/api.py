@@ -1,0 +1,243 @@
+"""The public API for research code: what `train.py` does, as plain functions to import.
+
+  from seq2seq_jax import api as s2s
+
+  config = s2s.load_config('configs/d2l.py')
+  config.data.manual_dir = '../shared/data/fra-eng'
+  data = s2s.load_data(config)                    # tokenizers and encoded splits (NumPy)
+  model = s2s.build_model(config, data)           # a Flax module; config.model.cell picks GRU/LSTM
+  tx = s2s.make_optimizer(config)
+  state, dropout_key = s2s.init_state(model, tx, seed=config.seed)
+  train_step = s2s.jit_train_step(model, tx)      # (state, batch, key) -> (state, metrics)
+  for batch in s2s.take(s2s.train_batches(config, data), 120):
+    state, metrics = train_step(state, batch, dropout_key)
+  s2s.translate(model, state.params, data, ['go .', 'i lost .'])
+
+Everything here is a thin, documented door into the library's modules: `steps` (the pure
+`train_step`/`eval_step`, which take and return values and never touch globals),
+`models`, `input_pipeline`, `decode`, `inference` (a trained workdir), `population`
+(N models in one vmapped step) and `trainer` (the whole loop, as `train.py` runs it).
+Swap any part: the steps accept any Flax module with the `EncoderDecoder` methods and
+any Optax transformation.
+
+Keys: a run with seed `s` splits `jax.random.key(s)` into (init key, dropout key), so
+`init_state(model, tx, s)` here starts exactly where `train.py` with `seed=s` starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import itertools
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from seq2seq_jax import (
+  decode,
+  errors,
+  inference,
+  input_pipeline,
+  metrics_lib,
+  models,
+  population,
+  steps,
+  trainer,
+)
+
+Array = jax.Array
+Batch = steps.Batch
+TrainState = steps.TrainState
+Data = input_pipeline.Data
+Translator = inference.Translator
+
+# The pure steps, unchanged: jit, pmap or vmap them yourself, or use the helpers below.
+train_step = steps.train_step
+eval_step = steps.eval_step
+greedy_decode = decode.greedy_decode
+# Populations: stacked states and the vmapped step (see seq2seq_jax/population.py).
+init_population = population.init_population
+population_train_step = population.population_train_step
+population_eval_step = population.population_eval_step
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / 'configs'
+
+
+def load_config(path_or_name: str | Path) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file ('configs/d2l.py'), or of a config of this checkout
+  by name ('d2l'). The file's project root goes on `sys.path` (configs import each
+  other as `from configs import default`)."""
+  path = Path(path_or_name)
+  if path.suffix != '.py':
+    path = CONFIGS_DIR / f'{path_or_name}.py'
+  path = path.resolve()
+  if not path.exists():
+    raise FileNotFoundError(f'no config file {path}')
+  root = str(path.parents[1])
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  spec = importlib.util.spec_from_file_location(f'_s2s_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Data:
+  """Tokenizers and encoded training/validation pairs. With `workdir` the vocabularies
+  are read from it (or built and saved there), as training does."""
+  return input_pipeline.prepare(config.data, str(workdir) if workdir else None)
+
+
+def build_model(config: ml_collections.ConfigDict, data: Data) -> models.EncoderDecoder:
+  """The model of `config.model` for the data's vocabularies."""
+  return trainer.build(config, data)
+
+
+def make_optimizer(
+  config: ml_collections.ConfigDict, total_steps: int = 0, learning_rate: float | None = None
+) -> optax.GradientTransformation:
+  """The config's Adam (clipping, schedule, weight decay); `total_steps` only matters for
+  the cosine schedule (default `train.num_train_steps`)."""
+  tcfg = config.train
+  return steps.make_optimizer(
+    learning_rate=tcfg.learning_rate if learning_rate is None else learning_rate,
+    grad_clip=tcfg.grad_clip,
+    schedule=tcfg.schedule,
+    warmup_steps=tcfg.warmup_steps,
+    total_steps=total_steps or tcfg.num_train_steps or 1,
+    weight_decay=tcfg.weight_decay,
+  )
+
+
+def init_state(
+  model: models.EncoderDecoder, tx: optax.GradientTransformation, seed: int
+) -> tuple[TrainState, Array]:
+  """The initial state and the dropout key of a run with this seed (as `train.py`)."""
+  init_key, dropout_key = population.member_keys(seed)
+  return jax.jit(steps.init_state, static_argnums=(0, 1))(model, tx, init_key), dropout_key
+
+
+def jit_train_step(
+  model: models.EncoderDecoder, tx: optax.GradientTransformation, label_smoothing: float = 0.0
+) -> Any:
+  """`train_step` jitted for one model and optimizer; the state passed in is donated
+  (do not reuse it after the call)."""
+  fn = functools.partial(steps.train_step, model=model, tx=tx, label_smoothing=label_smoothing)
+  return jax.jit(fn, donate_argnums=(0,))
+
+
+def jit_eval_step(model: models.EncoderDecoder) -> Any:
+  """`eval_step` jitted: `(params, batch) -> metric sums`."""
+  return jax.jit(functools.partial(steps.eval_step, model=model))
+
+
+def train_batches(
+  config: ml_collections.ConfigDict, data: Data, seed: int | None = None
+) -> input_pipeline.Batcher:
+  """The training batches `train.py` sees (an endless, resumable iterator of NumPy
+  batches: `src`, `src_len`, `tgt_in`, `tgt_out`); the order comes from `seed`
+  (default `config.seed`)."""
+  return input_pipeline.Batcher(
+    data.train,
+    config.train.batch_size,
+    seed=config.seed if seed is None else seed,
+    num_steps=config.data.num_steps,
+    buckets=tuple(config.data.buckets),
+  )
+
+
+def validation_batches(config: ml_collections.ConfigDict, data: Data) -> list[Batch]:
+  """Every validation pair once, in fixed batches."""
+  batcher = input_pipeline.Batcher(
+    data.val,
+    config.eval.batch_size,
+    seed=0,
+    shuffle=False,
+    num_steps=config.data.num_steps,
+    buckets=tuple(config.data.buckets),
+  )
+  return list(batcher.one_pass())
+
+
+def take(batches: Iterable[Batch], n: int) -> Iterator[Batch]:
+  """The first `n` batches."""
+  return itertools.islice(batches, n)
+
+
+def mean_loss(metrics: dict[str, Any]) -> float:
+  """Per-token loss from a step's metric sums."""
+  return float(metrics['loss']) / max(float(metrics['tokens']), 1.0)
+
+
+def evaluate(eval_fn: Any, params: Any, batches: Iterable[Batch]) -> dict[str, float]:
+  """Per-token loss and accuracy over batches (sums first, then one division)."""
+  totals = {'loss': 0.0, 'correct': 0.0, 'tokens': 0.0}
+  for batch in batches:
+    out = jax.device_get(eval_fn(params, batch))
+    for k in totals:
+      totals[k] += float(out[k])
+  tokens = max(totals['tokens'], 1.0)
+  return {'loss': totals['loss'] / tokens, 'accuracy': totals['correct'] / tokens}
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=('max_len',))
+def _greedy(model: models.EncoderDecoder, params: Any, src: Array, src_len: Array, max_len: int):
+  return decode.greedy_decode(model, params, src, src_len, max_len=max_len)
+
+
+def translate(
+  model: models.EncoderDecoder,
+  params: Any,
+  data: Data,
+  sentences: Sequence[str],
+  batch_size: int = 256,
+) -> list[str]:
+  """Greedy translations with the data's tokenizers; '' for an empty sentence. For a
+  trained workdir use `load(workdir).translate(sentences)`."""
+  keep = [i for i, s in enumerate(sentences) if s.strip()]
+  ids = [data.src_tok.encode(sentences[i])[: data.max_len] for i in keep]
+  result = [''] * len(sentences)
+  for start in range(0, len(ids), batch_size):
+    chunk = ids[start : start + batch_size]
+    size = 1 << max(len(chunk) - 1, 0).bit_length()  # few shapes: powers of two
+    src, src_len = input_pipeline.make_source_batch(
+      chunk + [[0]] * (size - len(chunk)), data.max_len
+    )
+    out = np.asarray(_greedy(model, params, src, src_len, max_len=data.max_len))
+    for j in range(len(chunk)):
+      result[keep[start + j]] = data.tgt_tok.decode(out[j])
+  return result
+
+
+def book_bleu(hypothesis: str, reference: str, data: Data, k: int = 2) -> float:
+  """The book's sentence BLEU of a translation against a raw reference sentence."""
+  return metrics_lib.bleu(hypothesis, data.tgt_tok.reference(reference), k=k)
+
+
+def load(
+  workdir: str | Path, checkpoint: str = 'best', member: int | None = None
+) -> inference.Translator:
+  """A trained workdir as a `Translator` (`.translate(sentences)`, `.model`, `.params`,
+  `.src_tok`, `.tgt_tok`, `.config`). For a population's workdir: `member` (default the
+  winner by validation BLEU)."""
+  workdir = Path(workdir)
+  members = workdir / population.MEMBERS_DIR
+  summary = population.load_summary(workdir)
+  if member is None and summary is None and members.is_dir():
+    raise errors.UserError(
+      f'{workdir} holds a population without a summary yet (still training?): pass member=I'
+    )
+  if member is not None or summary is not None:
+    workdir = members / str(summary['winner'] if member is None else member)
+  return inference.load(workdir, checkpoint)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """The whole loop, as `train.py` runs it (a population when `population.size > 1`)."""
+  return trainer.train_and_evaluate(config, str(workdir))
