@@ -48,6 +48,16 @@ def torch_bias(fan_in: int) -> nn.initializers.Initializer:
   return _uniform(1.0 / math.sqrt(fan_in))
 
 
+def first_argmax(x: Array) -> Array:
+  """`jnp.argmax(x, axis=-1)` (the first maximal index; NaN counts as maximal) as plain
+  reductions that XLA vectorises: its CPU argmax, one reduction over (value, index)
+  pairs, is several times slower over a large vocabulary (docs/performance.md)."""
+  best = jnp.max(x, axis=-1, keepdims=True)
+  index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  hit = (x == best) | jnp.isnan(x)
+  return jnp.min(jnp.where(hit, index, x.shape[-1]), axis=-1)
+
+
 def _row_major_transpose(a: Array) -> Array:
   """`a.T` [n, m], copied row-major. XLA's CPU matmul library (YNNPACK) runs a matmul in
   bfloat16 only when both operands are row-major `[m, k] x [k, n]`; given a transpose, XLA
@@ -83,13 +93,37 @@ def _matmul_bwd(dtype: Dtype, res: tuple[Array, Array], g: Array) -> tuple[Array
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-class _Dense(nn.Module):
-  """`nn.Dense`'s parameters ('kernel' [in, out], then 'bias' [out]) and results, with
-  float32 accumulation and a float32 result for any matmul `dtype`.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _affine(x: Array, w: Array, b: Array, dtype: Dtype) -> Array:
+  """x [m, k] @ w [k, n] + b [n] -> float32 [m, n], as `_matmul`.
 
-  The bias rides in the matmul as one more input row against a column of ones, so no
-  separate pass adds it to a large output and its gradient comes out of the kernel
-  gradient's matmul instead of a slow column reduction (docs/performance.md)."""
+  The bias rides in the matmul as one more row of w against a column of ones in x: no
+  separate pass over the [m, n] result adds it, and its gradient comes out of the weight
+  gradient's matmul rather than a column reduction, which is slow on CPU."""
+  return _affine_fwd(x, w, b, dtype)[0]
+
+
+def _affine_fwd(x: Array, w: Array, b: Array, dtype: Dtype) -> tuple[Array, tuple[Array, Array]]:
+  x1 = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1).astype(dtype)
+  wb = jnp.concatenate([w, b[None, :]], axis=0).astype(dtype)
+  return jnp.dot(x1, wb, preferred_element_type=jnp.float32), (x1, w.astype(dtype))
+
+
+def _affine_bwd(dtype: Dtype, res: tuple[Array, Array], g: Array) -> tuple[Array, Array, Array]:
+  x1, w = res
+  g = g.astype(dtype)
+  w_t = w.T if jnp.dtype(dtype) == jnp.float32 else _row_major_transpose(w)
+  dx = jnp.dot(g, w_t, preferred_element_type=jnp.float32)  # k, not k + 1: a faster shape
+  dwb = jnp.dot(_row_major_transpose(x1), g, preferred_element_type=jnp.float32)
+  return dx, dwb[:-1], dwb[-1]
+
+
+_affine.defvjp(_affine_fwd, _affine_bwd)
+
+
+class _Dense(nn.Module):
+  """`nn.Dense`'s parameters ('kernel' [in, out], then 'bias' [out]) and results, through
+  `_affine` / `_matmul`: `dtype` matmul inputs, float32 accumulation and result."""
 
   features: int
   use_bias: bool
@@ -103,9 +137,10 @@ class _Dense(nn.Module):
     flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
-      flat = jnp.concatenate([flat, jnp.ones((flat.shape[0], 1), jnp.float32)], axis=1)
-      kernel = jnp.concatenate([kernel, bias[None, :]], axis=0)
-    return _matmul(flat, kernel, self.dtype).reshape(x.shape[:-1] + (self.features,))
+      y = _affine(flat, kernel, bias, self.dtype)
+    else:
+      y = _matmul(flat, kernel, self.dtype)
+    return y.reshape(x.shape[:-1] + (self.features,))
 
 
 def _dense(
@@ -150,8 +185,9 @@ class GRUStep(nn.Module):
     return h_new, h_new
 
 
-class GRULayer(nn.Module):
-  """One GRU layer over a whole sequence: an `nn.scan` over `GRUStep`.
+class RecurrentLayer(nn.Module):
+  """One recurrent layer over a whole sequence: the input projections of all steps in one
+  matmul, then an `nn.scan` over the cell's step (`GRUStep` or `LSTMStep`).
 
   `fan_in` is the size of the layer's whole input (for the Xavier scale) when part of the
   input is projected elsewhere (the decoder's constant context).
@@ -161,30 +197,39 @@ class GRULayer(nn.Module):
   fan_in: int | None = None
   dtype: Dtype = jnp.float32
   unroll: int = 1
+  step: Any = None  # the step module class
+  gates: int = 3  # gate blocks per hidden unit in one projection
 
   @nn.compact
   def __call__(
-    self, x: Array, h0: Array, mask: Array | None = None, extra: Array | None = None
-  ) -> tuple[Array, Array]:
-    """x: [batch, time, in]; h0: [batch, hidden]; mask: [batch, time] (True = real token);
-    extra: [batch, 3 hidden] added to every step's input projection.
-    Returns outputs [batch, time, hidden] and the final state [batch, hidden]."""
+    self, x: Array, carry0: Any, mask: Array | None = None, extra: Array | None = None
+  ) -> tuple[Array, Any]:
+    """x: [batch, time, in]; carry0: the step's carry (h, or (h, c)), each [batch, hidden];
+    mask: [batch, time] (True = real token); extra: [batch, gates * hidden] added to every
+    step's input projection. Returns outputs [batch, time, hidden] and the final carry."""
     fan_in = self.fan_in or x.shape[-1]
     x_proj = _dense(
-      3 * self.hidden, fan_in, bias_fan_in=self.hidden, dtype=self.dtype, name='input'
+      self.gates * self.hidden, fan_in, bias_fan_in=self.hidden, dtype=self.dtype, name='input'
     )(x)
     if extra is not None:
       x_proj = x_proj + extra[:, None, :].astype(x_proj.dtype)
     scan = nn.scan(
-      GRUStep,
+      self.step,
       variable_broadcast='params',
       split_rngs={'params': False},
       in_axes=1,
       out_axes=1,
       unroll=self.unroll,
     )
-    h, outputs = scan(self.hidden, self.dtype, name='cell')(h0, (x_proj, mask))
-    return outputs, h
+    carry, outputs = scan(self.hidden, self.dtype, name='cell')(carry0, (x_proj, mask))
+    return outputs, carry
+
+
+class GRULayer(RecurrentLayer):
+  """A GRU layer: `RecurrentLayer` over `GRUStep` (carry h)."""
+
+  step: Any = GRUStep
+  gates: int = 3
 
 
 class LSTMStep(nn.Module):
@@ -216,41 +261,11 @@ class LSTMStep(nn.Module):
     return (h_new, c_new), h_new
 
 
-class LSTMLayer(nn.Module):
-  """One LSTM layer over a whole sequence: an `nn.scan` over `LSTMStep` (as `GRULayer`,
-  with four gates in one matmul and the carry (h, c))."""
+class LSTMLayer(RecurrentLayer):
+  """An LSTM layer: `RecurrentLayer` over `LSTMStep` (carry (h, c))."""
 
-  hidden: int
-  fan_in: int | None = None
-  dtype: Dtype = jnp.float32
-  unroll: int = 1
-
-  @nn.compact
-  def __call__(
-    self,
-    x: Array,
-    carry0: tuple[Array, Array],
-    mask: Array | None = None,
-    extra: Array | None = None,
-  ) -> tuple[Array, tuple[Array, Array]]:
-    """x: [batch, time, in]; carry0: (h, c), each [batch, hidden]; mask: [batch, time];
-    extra: [batch, 4 hidden]. Returns outputs [batch, time, hidden] and the final (h, c)."""
-    fan_in = self.fan_in or x.shape[-1]
-    x_proj = _dense(
-      4 * self.hidden, fan_in, bias_fan_in=self.hidden, dtype=self.dtype, name='input'
-    )(x)
-    if extra is not None:
-      x_proj = x_proj + extra[:, None, :].astype(x_proj.dtype)
-    scan = nn.scan(
-      LSTMStep,
-      variable_broadcast='params',
-      split_rngs={'params': False},
-      in_axes=1,
-      out_axes=1,
-      unroll=self.unroll,
-    )
-    carry, outputs = scan(self.hidden, self.dtype, name='cell')(carry0, (x_proj, mask))
-    return outputs, carry
+  step: Any = LSTMStep
+  gates: int = 4
 
 
 # Recurrent cells by `cell` name: (layer over a sequence, one step, gates per hidden unit).
