@@ -688,7 +688,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Train.
   t_start, step, last_eval = time.monotonic(), start_step, []
   stop_reason = None
-  with trainer._StopSignal() as stop:
+  with trainer.StopSignal() as stop:
     batches = iter(batcher)
     while step < total_steps:
       batch = next(batches)
@@ -702,11 +702,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         last_eval = run_eval(step)
       if step % ckpt_every == 0:
         save(step)
-      if tcfg.time_budget_s and time.monotonic() - t_start > tcfg.time_budget_s:
-        stop_reason = f'time budget of {tcfg.time_budget_s} s reached'
-      if stop.received:
-        stop_reason = f'{stop.received} received'
-      stop_reason = distributed.agree_to_stop(stop_reason, check=step % tcfg.log_every_steps == 0)
+      stop_reason = stop.reason(step, tcfg.time_budget_s, tcfg.log_every_steps)
       if stop_reason:
         break
 

@@ -122,14 +122,15 @@ def evaluate_bleu(
 # The loop.
 
 
-class _StopSignal:
+class StopSignal:
   """SIGTERM / Ctrl-C: finish the current step, save, exit. A second Ctrl-C aborts."""
 
   def __init__(self) -> None:
     self.received: str | None = None
+    self.started = time.monotonic()  # the time budget counts from here
     self._old = {}
 
-  def __enter__(self) -> _StopSignal:
+  def __enter__(self) -> StopSignal:
     for sig in (signal.SIGTERM, signal.SIGINT):
       try:
         self._old[sig] = signal.signal(sig, self._handle)
@@ -142,6 +143,15 @@ class _StopSignal:
       raise KeyboardInterrupt
     self.received = signal.Signals(signum).name
     logging.warning('%s received: finishing the current step, then saving', self.received)
+
+  def reason(self, step: int, time_budget_s: float, agree_every: int) -> str | None:
+    """Why to stop after `step` (a signal, the time budget), the same on every process."""
+    reason = None
+    if time_budget_s and time.monotonic() - self.started > time_budget_s:
+      reason = f'time budget of {time_budget_s} s reached'
+    if self.received:
+      reason = f'{self.received} received'
+    return distributed.agree_to_stop(reason, check=step % agree_every == 0)
 
   def __exit__(self, *exc: Any) -> None:
     for sig, handler in self._old.items():
@@ -279,7 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Train.
   t_start, step, last_eval = time.monotonic(), start_step, {}
   stop_reason = None
-  with _StopSignal() as stop:
+  with StopSignal() as stop:
     batches = iter(batcher)
     while step < total_steps:
       batch = next(batches)
@@ -297,11 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         last_eval = run_eval(step)
       if step % ckpt_every == 0:
         save(step)
-      if tcfg.time_budget_s and time.monotonic() - t_start > tcfg.time_budget_s:
-        stop_reason = f'time budget of {tcfg.time_budget_s} s reached'
-      if stop.received:
-        stop_reason = f'{stop.received} received'
-      stop_reason = distributed.agree_to_stop(stop_reason, check=step % tcfg.log_every_steps == 0)
+      stop_reason = stop.reason(step, tcfg.time_budget_s, tcfg.log_every_steps)
       if stop_reason:
         break
 
