@@ -579,23 +579,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     lambda: input_pipeline.prepare(config.data, str(workdir_path) if is_main else None)
   )
   shard = (devices.process_index, devices.process_count)
-  batcher = input_pipeline.Batcher(
-    data.train,
-    tcfg.batch_size,
-    seed=config.seed,
-    num_steps=config.data.num_steps,
-    buckets=tuple(config.data.buckets),
-    shard=shard,
-  )
-  val_batcher = input_pipeline.Batcher(
-    data.val,
-    ecfg.batch_size,
-    seed=0,
-    shuffle=False,
-    num_steps=config.data.num_steps,
-    buckets=batcher.buckets,
-    shard=shard,
-  )
+  batcher, val_batcher = trainer.make_batchers(config, data, shard)
   steps_per_epoch = batcher.batches_per_epoch
   total_steps = tcfg.num_train_steps or tcfg.num_epochs * steps_per_epoch
   eval_every = tcfg.eval_every_steps or steps_per_epoch

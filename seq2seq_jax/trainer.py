@@ -158,6 +158,31 @@ class StopSignal:
       signal.signal(sig, handler)
 
 
+def make_batchers(
+  config: ml_collections.ConfigDict, data: input_pipeline.Data, shard: tuple[int, int]
+) -> tuple[input_pipeline.Batcher, input_pipeline.Batcher]:
+  """The training batcher (shuffled by seed and epoch) and the validation one (every pair
+  once, the same bucket lengths), each giving this process its `shard` of every batch."""
+  batcher = input_pipeline.Batcher(
+    data.train,
+    config.train.batch_size,
+    seed=config.seed,
+    num_steps=config.data.num_steps,
+    buckets=tuple(config.data.buckets),
+    shard=shard,
+  )
+  val_batcher = input_pipeline.Batcher(
+    data.val,
+    config.eval.batch_size,
+    seed=0,
+    shuffle=False,
+    num_steps=config.data.num_steps,
+    buckets=batcher.buckets,
+    shard=shard,
+  )
+  return batcher, val_batcher
+
+
 def build(config: ml_collections.ConfigDict, data: input_pipeline.Data) -> models.EncoderDecoder:
   return models.build_model(
     **config.model, src_vocab_size=data.src_tok.vocab_size, tgt_vocab_size=data.tgt_tok.vocab_size
@@ -185,23 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   distributed.check_same(
     'the vocabularies or encoded training pairs', data.train.src, data.train.tgt
   )
-  batcher = input_pipeline.Batcher(
-    data.train,
-    tcfg.batch_size,
-    seed=config.seed,
-    num_steps=config.data.num_steps,
-    buckets=tuple(config.data.buckets),
-    shard=(devices.process_index, devices.process_count),
-  )
-  val_batcher = input_pipeline.Batcher(
-    data.val,
-    ecfg.batch_size,
-    seed=0,
-    shuffle=False,
-    num_steps=config.data.num_steps,
-    buckets=batcher.buckets,
-    shard=(devices.process_index, devices.process_count),
-  )
+  batcher, val_batcher = make_batchers(config, data, (devices.process_index, devices.process_count))
   steps_per_epoch = batcher.batches_per_epoch
   total_steps = tcfg.num_train_steps or tcfg.num_epochs * steps_per_epoch
   eval_every = tcfg.eval_every_steps or steps_per_epoch
