@@ -49,18 +49,19 @@ def torch_bias(fan_in: int) -> nn.initializers.Initializer:
 
 
 def first_argmax(x: Array, block: int = 256) -> Array:
-  """`jnp.argmax(x, axis=-1)` (the first maximal index) for finite x, ~5x faster on CPU.
+  """`jnp.argmax(x, axis=-1)` (the first maximal index) for finite x, ~10x faster on CPU.
 
-  XLA's CPU argmax is one reduction over (value, index) pairs and runs at a few ns per
-  element; here the maxima of blocks of `block` entries (a plain, vectorised reduction)
-  pick the first block holding the maximum, and argmax runs only inside that block."""
+  XLA's CPU argmax is one reduction over (value, index) pairs at a few ns per element;
+  here the maxima of blocks of `block` entries (a plain windowed max, no copy) pick the
+  first block holding the maximum, and argmax runs only inside that block."""
   size = x.shape[-1]
   if size <= block:
     return jnp.argmax(x, axis=-1).astype(jnp.int32)
-  whole = size // block
-  maxima = jnp.max(x[..., : whole * block].reshape(x.shape[:-1] + (whole, block)), axis=-1)
-  if size % block:
-    maxima = jnp.concatenate([maxima, jnp.max(x[..., whole * block :], -1, keepdims=True)], -1)
+  lead = (1,) * (x.ndim - 1)
+  padding = [(0, 0)] * (x.ndim - 1) + [(0, -size % block)]
+  maxima = jax.lax.reduce_window(
+    x, -jnp.inf, jax.lax.max, lead + (block,), lead + (block,), padding
+  )
   # The last window ends at `size`, overlapping the block before it: that block's entries
   # there are below the maximum (else it would have been chosen), so the index is exact.
   start = jnp.minimum(jnp.argmax(maxima, axis=-1).astype(jnp.int32) * block, size - block)

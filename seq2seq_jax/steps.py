@@ -188,12 +188,19 @@ def train_step(
   if axis_name:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
+  # The gradient of the summed loss over all devices' tokens, divided by their number:
+  # the division is applied to the loss (a scalar) rather than to every gradient array.
+  tokens = _psum(jnp.sum(batch['tgt_out'] != text.PAD_ID).astype(jnp.float32), axis_name)
+  scale = 1.0 / jnp.maximum(tokens, 1.0)
+
   def loss_fn(params: Any) -> tuple[Array, Metrics]:
-    return loss_terms(model, params, batch, train=True, rng=rng, label_smoothing=label_smoothing)
+    loss, metrics = loss_terms(
+      model, params, batch, train=True, rng=rng, label_smoothing=label_smoothing
+    )
+    return loss * scale, metrics
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads, metrics = _psum((grads, metrics), axis_name)
-  grads = jax.tree.map(lambda g: g / jnp.maximum(metrics['tokens'], 1.0), grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics['grad_norm'] = optax.tree.norm(grads)
