@@ -30,7 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_steps = 0  # > 0: trim/pad every sentence to this (the book); 0: buckets
   config.data.max_len = 0  # 0: the length that keeps `length_quantile` of the pairs whole
   config.data.length_quantile = 0.99
-  config.data.buckets = ()  # bucket lengths; () = quantiles of the training lengths
+  config.data.buckets = ()  # bucket lengths; () = the `num_buckets` that pad least
+  config.data.num_buckets = 8  # automatic buckets (each one more compiled shape)
 
   config.model = ml_collections.ConfigDict()
   config.model.embed_size = 256

@@ -143,26 +143,15 @@ def train_batches(
   """The training batches `train.py` sees (an endless, resumable iterator of NumPy
   batches: `src`, `src_len`, `tgt_in`, `tgt_out`); the order comes from `seed`
   (default `config.seed`)."""
-  return input_pipeline.Batcher(
-    data.train,
-    config.train.batch_size,
-    seed=config.seed if seed is None else seed,
-    num_steps=config.data.num_steps,
-    buckets=tuple(config.data.buckets),
-  )
+  if seed is not None:
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.seed = seed
+  return trainer.make_batchers(config, data, (0, 1))[0]
 
 
 def validation_batches(config: ml_collections.ConfigDict, data: Data) -> list[Batch]:
-  """Every validation pair once, in fixed batches."""
-  batcher = input_pipeline.Batcher(
-    data.val,
-    config.eval.batch_size,
-    seed=0,
-    shuffle=False,
-    num_steps=config.data.num_steps,
-    buckets=tuple(config.data.buckets),
-  )
-  return list(batcher.one_pass())
+  """Every validation pair once, in fixed batches (the training buckets' lengths)."""
+  return list(trainer.make_batchers(config, data, (0, 1))[1].one_pass())
 
 
 def take(batches: Iterable[Batch], n: int) -> Iterator[Batch]:

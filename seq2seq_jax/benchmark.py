@@ -18,13 +18,12 @@ Random data: lengths uniform in [`min_len`, `num_steps`] (default `min_len`: two
 of `num_steps`, so 83% of the target positions are real tokens at 9 steps, as in the
 book's data), then padding, as the input pipeline makes it.
 
-On glibc hosts the benchmark first calls `tune_host_malloc()` (off with
+On glibc hosts the benchmark first calls `hostmem.tune_host_malloc()` (off with
 `--notune_malloc`): see its docstring and docs/performance.md.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import os
@@ -37,29 +36,9 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from seq2seq_jax import decode, models, steps, text
+from seq2seq_jax import decode, hostmem, models, steps, text
 
 FLAGS = flags.FLAGS
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt options
-
-
-def tune_host_malloc() -> bool:
-  """Makes glibc keep and reuse freed memory instead of handing it back to the kernel.
-
-  XLA on CPU allocates every executable's temporaries (here ~360 MB a training step)
-  anew on each run. glibc serves blocks over 32 MB (and every block of a thread's arena)
-  with fresh `mmap`s and unmaps them when freed, so each step faults in and zeroes
-  ~90,000 new pages: ~0.19 s of kernel time per step. One arena, a 1 GiB mmap threshold
-  and no trimming make later steps reuse the same memory (0 page faults). Call it first
-  thing in a process, before JAX allocates; the equivalent environment setting is
-  `GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=1073741824:`
-  `glibc.malloc.trim_threshold=4294967295`. Returns whether glibc accepted it."""
-  try:
-    mallopt = ctypes.CDLL('libc.so.6').mallopt
-  except (OSError, AttributeError):
-    return False
-  settings = [(_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 2**31 - 1)]
-  return all(mallopt(option, value) == 1 for option, value in settings)
 
 
 def random_batch(
@@ -337,7 +316,7 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f'--{name} must be at least 1, got {getattr(FLAGS, name)}')
   if FLAGS.warmup < 0 or FLAGS.min_len < 0:
     raise app.UsageError('--warmup and --min_len must not be negative')
-  tuned = tune_host_malloc() if FLAGS.tune_malloc else False
+  tuned = hostmem.tune_host_malloc() if FLAGS.tune_malloc else False
   result = run({name: getattr(FLAGS, name) for name in _CONFIG_FLAGS})
   print(json.dumps({**result, 'malloc_tuned': tuned}), flush=True)
 

@@ -169,6 +169,7 @@ def make_batchers(
     seed=config.seed,
     num_steps=config.data.num_steps,
     buckets=tuple(config.data.buckets),
+    num_buckets=config.data.get('num_buckets', 8),
     shard=shard,
   )
   val_batcher = input_pipeline.Batcher(

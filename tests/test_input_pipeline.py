@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 
 import numpy as np
 import pytest
@@ -248,3 +249,26 @@ def test_make_source_batch_trims_and_pads() -> None:
   src, lengths = ip.make_source_batch([[5, 6, 2], [7, 8, 9, 10, 11, 2], [2]], 4)
   np.testing.assert_array_equal(src, [[5, 6, 2, 0], [7, 8, 9, 10], [2, 0, 0, 0]])
   np.testing.assert_array_equal(lengths, [3, 4, 1])
+
+
+def _padded_positions(lengths: np.ndarray, buckets: tuple[int, ...]) -> int:
+  return int(np.asarray(buckets)[np.searchsorted(np.asarray(buckets), lengths)].sum())
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_auto_buckets_pad_least(seed: int) -> None:
+  """The chosen buckets pad no more than any other choice of as many (brute force)."""
+  rng = np.random.default_rng(seed)
+  max_len = 10
+  lengths = np.minimum(rng.geometric(0.25, size=200), max_len)
+  for k in (1, 2, 3, 4):
+    buckets = ip.auto_buckets(lengths, max_len, num_buckets=k)
+    assert buckets[-1] == max_len and len(buckets) <= k
+    assert list(buckets) == sorted(set(buckets))
+    best = min(
+      _padded_positions(lengths, inner + (max_len,))
+      for inner in itertools.combinations(range(1, max_len), k - 1)
+    )
+    assert _padded_positions(lengths, buckets) == best
+  with pytest.raises(ValueError, match='num_buckets'):
+    ip.auto_buckets(lengths, max_len, num_buckets=0)
