@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make train   trains the default config on the real data, then translates a few sentences
 #   make test    ruff (format + lint) and the test suite
-# `make d2l` is the book's one-minute run. All targets create .venv on first use.
+# `make d2l` is the book's one-minute run; `make benchmark` and `make compare-torch` measure
+# speed (docs/performance.md). All targets create .venv on first use.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ WORKDIR ?= workdirs/default
 CONFIG ?= configs/default.py
 ARGS ?=
 
-.PHONY: venv train d2l test lint clean
+.PHONY: venv venv-torch train d2l benchmark compare-torch test lint clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +30,23 @@ train: venv
 d2l: venv
 	$(PY) train.py --config=configs/d2l.py --workdir=workdirs/d2l --config.data.manual_dir=$(DATA) $(ARGS)
 
+benchmark: venv
+	$(PY) -m seq2seq_jax.benchmark $(ARGS)
+
+# The book's PyTorch code, to measure against (CPU build of torch 2.13.0, in its own venv).
+venv-torch: .venv-torch/.installed
+
+.venv-torch/.installed:
+	$(PYTHON) -m venv .venv-torch
+	.venv-torch/bin/python -m pip install -q --upgrade pip
+	.venv-torch/bin/python -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+	.venv-torch/bin/python -m pip install -q sacrebleu
+	touch $@
+
+compare-torch: venv venv-torch
+	$(PY) -m seq2seq_jax.torch_comparison --torch_python=.venv-torch/bin/python \
+	  --data=$(DATA)/fra.txt $(ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
@@ -37,4 +55,4 @@ test: lint
 	$(VENV)/bin/pytest tests
 
 clean:
-	rm -rf $(VENV) workdirs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-torch workdirs .pytest_cache .ruff_cache

@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.decoder = 'plain'  # 'plain' (the seed) or 'attention' (Bahdanau)
   config.model.cell = 'gru'  # recurrent cell: 'gru' (the seed) or 'lstm' (PyTorch's equations)
   config.model.dtype = 'float32'  # matmul inputs: 'float32' or 'bfloat16' (f32 accumulation)
-  config.model.unroll = 1  # time steps per scan iteration
+  config.model.unroll = 1  # time steps per scan iteration (0: whole sequences, no loop)
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128  # global, over all devices and hosts

@@ -230,7 +230,7 @@ class RecurrentLayer(nn.Module):
       split_rngs={'params': False},
       in_axes=1,
       out_axes=1,
-      unroll=self.unroll,
+      unroll=self.unroll if self.unroll > 0 else True,  # 0: the whole sequence
     )
     carry, outputs = scan(self.hidden, self.dtype, name='cell')(carry0, (x_proj, mask))
     return outputs, carry
@@ -511,7 +511,7 @@ class Seq2SeqAttentionDecoder(Decoder):
       split_rngs={'params': False, 'dropout': True},
       in_axes=(1, nn.broadcast, nn.broadcast),
       out_axes=1,
-      unroll=self.unroll,
+      unroll=self.unroll if self.unroll > 0 else True,
     )
     self.step = scan(
       self.num_hiddens, self.num_layers, self.embed_size, self.dropout, self.dtype, self.cell
@@ -599,10 +599,11 @@ def build_model(
     ('embed_size', embed_size),
     ('num_hiddens', num_hiddens),
     ('num_layers', num_layers),
-    ('unroll', unroll),
   ]:
     if value < 1:
       raise ValueError(f'model.{name} must be at least 1, got {value}')
+  if unroll < 0:
+    raise ValueError(f'model.unroll must be 0 (whole sequences) or positive, got {unroll}')
   if not 0.0 <= dropout < 1.0:
     raise ValueError(f'model.dropout must be in [0, 1), got {dropout}')
   common = dict(

@@ -88,3 +88,35 @@ def test_train_flops_counts_the_matmuls(layers: int) -> None:
   per_token = recurrent + inputs + h * v  # + the output projection
   forward = 2 * (b * t * per_token + b * h * 3 * h)  # + the decoder's context, once
   assert benchmark.train_flops(b, t, v, e, h, layers) == 3 * forward
+
+
+def test_torch_comparison_interleaves_and_reports_ratios(tmp_path: Path) -> None:
+  """The driver alternates the reference and both JAX runs and reports medians and ratios
+  (a stand-in for the PyTorch reference: a script printing its JSON line)."""
+  fake = tmp_path / 'reference.py'
+  fake.write_text('import json, sys\nprint("training...")\nprint(json.dumps({"step_ms": 50.0}))\n')
+  data = tmp_path / 'fra.txt'
+  data.write_text('Go.\tVa !\n')
+  shapes = ','.join(f'--{k}={v}' for k, v in SHAPES.items())
+  cmd = [sys.executable, '-m', 'seq2seq_jax.torch_comparison', f'--torch_python={sys.executable}']
+  cmd += [f'--reference={fake}', f'--data={data}', '--rounds=2', '--steps=2', '--idle=0']
+  cmd += [f'--benchmark_args={shapes},--decode_sentences=8,--decode_batch_size=8']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  lines = done.stdout.strip().splitlines()
+  assert sum(line.startswith('round ') for line in lines) == 6  # 2 rounds x 3 runs
+  summary = json.loads(lines[-1])
+  assert summary['step_ms']['pytorch'] == [50.0, 50.0]
+  assert len(summary['step_ms']['jax_bfloat16']) == 2
+  f32 = summary['median_step_ms']['jax_float32']
+  assert summary['speedup_float32'] == pytest.approx(50.0 / f32)
+  assert summary['decode_sentences_per_s']['jax_float32'] > 0
+
+
+def test_torch_comparison_names_a_missing_reference(tmp_path: Path) -> None:
+  cmd = [sys.executable, '-m', 'seq2seq_jax.torch_comparison', f'--reference={tmp_path}/no.py']
+  cmd += [f'--torch_python={sys.executable}']
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert done.returncode != 0
+  assert done.stderr.strip().splitlines()[-1].startswith('error: --reference')

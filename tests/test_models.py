@@ -330,6 +330,15 @@ def test_dropout_only_in_training(setup: Setup) -> None:
   assert np.abs(np.asarray(train_a) - np.asarray(train(key(1)))).max() > 1e-2
 
 
+@pytest.mark.parametrize('unroll', [0, 2])
+def test_unrolled_scans_compute_the_same(setup: Setup, unroll: int) -> None:
+  """`unroll` (0: whole sequences, no loop) changes the program, not the numbers."""
+  model = _variant(setup, unroll=unroll)
+  src, src_len, tgt_in = _ids(13, (BATCH, STEPS)), jnp.array([STEPS, 3, 1, 5]), _ids(14, (4, 5))
+  logits = jax.jit(model.apply)({'params': setup.params}, src, src_len, tgt_in)
+  np.testing.assert_allclose(logits, setup.run(src, src_len, tgt_in)[2], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('setup', ['plain'], indirect=True)
 def test_bfloat16_model_keeps_float32_params_and_logits(setup: Setup) -> None:
   model16 = _variant(setup, dtype=jnp.bfloat16)
@@ -354,7 +363,7 @@ def test_bfloat16_model_keeps_float32_params_and_logits(setup: Setup) -> None:
     (dict(num_layers=0), 'model.num_layers'),
     (dict(embed_size=0), 'model.embed_size'),
     (dict(num_hiddens=-1), 'model.num_hiddens'),
-    (dict(unroll=0), 'model.unroll'),
+    (dict(unroll=-1), 'model.unroll'),
     (dict(dtype='float16'), 'model.dtype'),
   ],
 )
