@@ -25,6 +25,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.val_split = 'full[512:640]'  # the next 128
   config.data.num_steps = 9
   config.data.vocab_includes_validation = True  # the book builds it on all 640 pairs
+  # The book's model and optimisation (configs/default.py goes beyond them).
+  config.model.decoder = 'plain'
+  config.model.dtype = 'float32'
+  config.train.learning_rate = 0.005
+  config.train.schedule = 'constant'
+  config.train.warmup_steps = 0
+  config.train.label_smoothing = 0.0
   config.train.num_epochs = 30
   config.train.batch_size = 128
   config.train.log_every_steps = 4  # once per epoch

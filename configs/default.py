@@ -1,7 +1,12 @@
-"""Default: the seed's GRU encoder-decoder trained on all the English-French pairs.
+"""Default: the best recipe we measured for all the English-French pairs.
 
   python train.py --config=configs/default.py --workdir=workdirs/default \
-      --config.data.manual_dir=../shared/data/fra-eng
+      --config.data.manual_dir=../shared/data/fra-eng --config.train.time_budget_s=1800
+
+The seed's GRU encoder (2 layers of 256) with the Bahdanau-attention decoder, word tokens,
+bfloat16 matmuls (float32 accumulation and parameters), Adam at 0.005 with 500 warmup
+steps and inverse-square-root decay, label smoothing 0.1: each choice measured against
+the book's at equal training time (README, "Choosing the defaults").
 
 Splits are assigned by English source (a stable hash: 96% train, 2% validation, 2% test),
 so no test source is seen in training; the vocabulary comes from the training split.
@@ -38,23 +43,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_hiddens = 256
   config.model.num_layers = 2
   config.model.dropout = 0.2
-  config.model.decoder = 'plain'  # 'plain' (the seed) or 'attention' (Bahdanau)
+  config.model.decoder = 'attention'  # 'attention' (Bahdanau) or 'plain' (the seed's)
   config.model.cell = 'gru'  # recurrent cell: 'gru' (the seed) or 'lstm' (PyTorch's equations)
-  config.model.dtype = 'float32'  # matmul inputs: 'float32' or 'bfloat16' (f32 accumulation)
+  config.model.dtype = 'bfloat16'  # matmul inputs: 'bfloat16' (f32 accumulation) or 'float32'
   config.model.unroll = 1  # time steps per scan iteration (0: whole sequences, no loop)
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128  # global, over all devices and hosts
   config.train.num_epochs = 10
   config.train.num_train_steps = 0  # > 0 overrides num_epochs
-  config.train.learning_rate = 0.005  # the book's
-  config.train.schedule = 'constant'  # 'constant', 'cosine' or 'rsqrt' (with warmup)
-  config.train.warmup_steps = 0
+  config.train.learning_rate = 0.005  # the book's (the peak of a warmup schedule)
+  config.train.schedule = 'rsqrt'  # 'rsqrt', 'constant' or 'cosine' (each with warmup)
+  config.train.warmup_steps = 500
   config.train.weight_decay = 0.0
-  config.train.label_smoothing = 0.0
+  config.train.label_smoothing = 0.1
   config.train.grad_clip = 1.0  # global-norm clipping, as the seed
   config.train.log_every_steps = 100
-  config.train.eval_every_steps = 0  # 0: once per epoch
+  config.train.eval_every_steps = 1000  # 0: once per epoch
   config.train.checkpoint_every_steps = 0  # 0: once per epoch
   config.train.keep_checkpoints = 3
   config.train.time_budget_s = 0  # > 0: stop cleanly after this many seconds

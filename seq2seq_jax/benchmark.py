@@ -245,7 +245,6 @@ _POSITIVE_FLAGS = (
   'embed_size',
   'num_hiddens',
   'num_layers',
-  'unroll',
   'steps',
   'decode_sentences',
   'decode_batch_size',
@@ -277,7 +276,7 @@ def define_flags() -> None:
   flags.DEFINE_enum('cell', 'gru', sorted(models.CELLS), 'Recurrent cell.')
   flags.DEFINE_enum('dtype', 'float32', sorted(models.DTYPES), 'Matmul input dtype.')
   flags.DEFINE_float('dropout', 0.2, 'Dropout rate (the book uses 0.2).')
-  flags.DEFINE_integer('unroll', 1, 'Time steps per scan iteration.')
+  flags.DEFINE_integer('unroll', 1, 'Time steps per scan iteration (0: whole sequences).')
   flags.DEFINE_integer('steps', 20, 'Timed training steps.')
   flags.DEFINE_integer('warmup', 3, 'Untimed training steps after compilation.')
   flags.DEFINE_integer('min_len', 0, 'Shortest random sentence (0: 2/3 of num_steps).')
@@ -314,8 +313,8 @@ def main(argv: list[str]) -> None:
   for name in _POSITIVE_FLAGS:
     if getattr(FLAGS, name) < 1:
       raise app.UsageError(f'--{name} must be at least 1, got {getattr(FLAGS, name)}')
-  if FLAGS.warmup < 0 or FLAGS.min_len < 0:
-    raise app.UsageError('--warmup and --min_len must not be negative')
+  if FLAGS.warmup < 0 or FLAGS.min_len < 0 or FLAGS.unroll < 0:
+    raise app.UsageError('--warmup, --min_len and --unroll must not be negative')
   tuned = hostmem.tune_host_malloc() if FLAGS.tune_malloc else False
   result = run({name: getattr(FLAGS, name) for name in _CONFIG_FLAGS})
   print(json.dumps({**result, 'malloc_tuned': tuned}), flush=True)

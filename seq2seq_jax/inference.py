@@ -25,6 +25,8 @@ from seq2seq_jax import (
   tokenizers,
 )
 
+MAX_LINE_WARNINGS = 5  # long input lines named one by one; then only their count
+
 
 @dataclasses.dataclass
 class Translator:
@@ -73,12 +75,14 @@ class Translator:
     return _token_strings(self.tgt_tok, ids)
 
   def encode(self, sentences: Sequence[str], warn: bool = True) -> list[list[int]]:
-    """Source ids, trimmed to the model's maximum length (with a warning)."""
-    ids = []
+    """Source ids, trimmed to the model's maximum length (with a warning naming the first
+    few such lines, then their count)."""
+    ids, cut = [], 0
     for i, s in enumerate(sentences):
       s_ids = self.src_tok.encode(s)
       if len(s_ids) > self.max_len:
-        if warn:
+        cut += 1
+        if warn and cut <= MAX_LINE_WARNINGS:
           print(
             f'warning: line {i + 1} has {len(s_ids)} tokens; the model reads at most '
             f'{self.max_len}, so only its first {self.max_len} are translated',
@@ -86,6 +90,12 @@ class Translator:
           )
         s_ids = s_ids[: self.max_len]
       ids.append(s_ids)
+    if warn and cut > MAX_LINE_WARNINGS:
+      print(
+        f'warning: {cut} of {len(sentences)} lines in all had more than {self.max_len} '
+        'tokens and were cut',
+        file=sys.stderr,
+      )
     return ids
 
   def translate_ids(self, src_ids: list[list[int]]) -> list[np.ndarray]:

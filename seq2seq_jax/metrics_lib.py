@@ -52,8 +52,10 @@ def corpus_scores(
     return {'bleu': 0.0, 'chrf': 0.0, 'sentences': 0}
   width = max(len(r) for r in references)
   streams = [[r[i] if i < len(r) else None for r in references] for i in range(width)]
+  # `force`: the normal form is tokenized on purpose; no "forgot to detokenize" warning.
+  bleu = sacrebleu.metrics.BLEU(tokenize=tokenize, force=tokenize == 'none')
   return {
-    'bleu': sacrebleu.metrics.BLEU(tokenize=tokenize).corpus_score(hypotheses, streams).score,
+    'bleu': bleu.corpus_score(hypotheses, streams).score,
     'chrf': sacrebleu.metrics.CHRF().corpus_score(hypotheses, streams).score,
     'sentences': len(hypotheses),
   }

@@ -48,6 +48,13 @@ def torch_bias(fan_in: int) -> nn.initializers.Initializer:
   return _uniform(1.0 / math.sqrt(fan_in))
 
 
+def sigmoid(x: Array) -> Array:
+  """The logistic function as `0.5 * tanh(0.5 x) + 0.5`: the same values to float32
+  rounding, and on CPU about twice as fast as XLA's `1 / (1 + exp(-x))` (one vectorised
+  tanh instead of an exp and a division), which matters in the GRU's per-step gates."""
+  return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
 def first_argmax(x: Array, block: int = 256) -> Array:
   """`jnp.argmax(x, axis=-1)` (the first maximal index) for finite x, ~10x faster on CPU.
 
@@ -187,8 +194,8 @@ class GRUStep(nn.Module):
     )(h)
     xr, xz, xn = jnp.split(x_proj.astype(jnp.float32), 3, axis=-1)
     hr, hz, hn = jnp.split(h_proj.astype(jnp.float32), 3, axis=-1)
-    r = jax.nn.sigmoid(xr + hr)
-    z = jax.nn.sigmoid(xz + hz)
+    r = sigmoid(xr + hr)
+    z = sigmoid(xz + hz)
     n = jnp.tanh(xn + r * hn)
     h_new = (1.0 - z) * n + z * h
     if mask is not None:  # past a sequence's end the state stays as it was
@@ -264,8 +271,8 @@ class LSTMStep(nn.Module):
     )(h)
     gates = x_proj.astype(jnp.float32) + h_proj.astype(jnp.float32)
     i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+    c_new = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
+    h_new = sigmoid(o) * jnp.tanh(c_new)
     if mask is not None:  # past a sequence's end the state stays as it was
       h_new = jnp.where(mask[:, None], h_new, h)
       c_new = jnp.where(mask[:, None], c_new, c)

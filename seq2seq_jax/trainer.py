@@ -262,7 +262,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   state = devices.replicate(state)
 
+  side_s = [0.0]  # seconds spent evaluating and saving (not training) since t_start
+
   def save(step: int, is_best: bool = False) -> None:
+    t0 = time.monotonic()
     meta = {
       'position': batcher.position,
       'best_bleu': best_bleu,
@@ -271,9 +274,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'num_steps': config.data.num_steps,
     }
     ckpts.save(step, jax.device_get(devices.unreplicate(state)), meta, best=is_best)
+    side_s[0] += time.monotonic() - t0
 
   def run_eval(step: int) -> dict[str, float]:
     nonlocal best_bleu
+    t0 = time.monotonic()
     params = devices.unreplicate(state).params
     scores = evaluate_loss(eval_fn, state.params, val_batcher, devices)
     bleu, samples = evaluate_bleu(
@@ -291,6 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'val_chrf': bleu['chrf'],
     }
     report.eval(step, record, samples)
+    side_s[0] += time.monotonic() - t0
     if distributed.main_decides(bleu['bleu'] > best_bleu):
       best_bleu = bleu['bleu']
       save(step, is_best=True)
@@ -338,7 +344,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step,
       stop_reason,
     )
-  logging.info('trained %d steps in %.1f s', step - start_step, elapsed)
+  logging.info(
+    'trained %d steps in %.1f s (%.1f s of training steps, compilation included; %.1f s '
+    'evaluating and saving)',
+    step - start_step,
+    elapsed,
+    elapsed - side_s[0],
+    side_s[0],
+  )
   result = {'step': step, 'stopped': stop_reason, **last_eval}
 
   # The book's examples.

@@ -153,3 +153,15 @@ def test_evaluate_takes_the_beam_size(workdir: Path, tmp_path: Path) -> None:
   assert hyps == beam.translate(['I see the cat.', 'We have a book.'])
   with pytest.raises(errors.UserError, match='beam size'):
     inference.load(workdir, beam_size=0)
+
+
+def test_many_long_lines_are_named_then_counted(translator, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+  sentences = [LONG] * 8 + [SENTENCES[0]]
+  ids = translator.encode(sentences)
+  assert [len(i) for i in ids[:8]] == [translator.max_len] * 8
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == inference.MAX_LINE_WARNINGS + 1
+  assert err[0].startswith('warning: line 1 has 2001 tokens')
+  assert err[-1] == (
+    f'warning: 8 of 9 lines in all had more than {translator.max_len} tokens and were cut'
+  )
