@@ -262,9 +262,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   state = devices.replicate(state)
 
-  side_s = [0.0]  # seconds spent evaluating and saving (not training) since t_start
+  side_s = 0.0  # seconds spent evaluating and saving (not training) since t_start
 
   def save(step: int, is_best: bool = False) -> None:
+    nonlocal side_s
     t0 = time.monotonic()
     meta = {
       'position': batcher.position,
@@ -274,10 +275,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'num_steps': config.data.num_steps,
     }
     ckpts.save(step, jax.device_get(devices.unreplicate(state)), meta, best=is_best)
-    side_s[0] += time.monotonic() - t0
+    side_s += time.monotonic() - t0
 
   def run_eval(step: int) -> dict[str, float]:
-    nonlocal best_bleu
+    nonlocal best_bleu, side_s
     t0 = time.monotonic()
     params = devices.unreplicate(state).params
     scores = evaluate_loss(eval_fn, state.params, val_batcher, devices)
@@ -296,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'val_chrf': bleu['chrf'],
     }
     report.eval(step, record, samples)
-    side_s[0] += time.monotonic() - t0
+    side_s += time.monotonic() - t0
     if distributed.main_decides(bleu['bleu'] > best_bleu):
       best_bleu = bleu['bleu']
       save(step, is_best=True)
@@ -349,8 +350,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     'evaluating and saving)',
     step - start_step,
     elapsed,
-    elapsed - side_s[0],
-    side_s[0],
+    elapsed - side_s,
+    side_s,
   )
   result = {'step': step, 'stopped': stop_reason, **last_eval}
 
