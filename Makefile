@@ -44,7 +44,7 @@ venv-torch: .venv-torch/.installed
 	touch $@
 
 compare-torch: venv venv-torch
-	$(PY) -m seq2seq_jax.torch_comparison --torch_python=.venv-torch/bin/python \
+	$(PY) -m seq2seq_jax.benchmarks.torch_comparison --torch_python=.venv-torch/bin/python \
 	  --data=$(DATA)/fra.txt $(ARGS)
 
 lint: venv

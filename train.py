@@ -1,7 +1,7 @@
 """Trains a seq2seq model: `python train.py --config=configs/d2l.py --workdir=DIR`.
 
 Thin entry point: flags, the host memory setting, the device report, then
-`trainer.train_and_evaluate`. Resumes when the workdir holds a checkpoint. Bad input ends
+`loop.train_and_evaluate`. Resumes when the workdir holds a checkpoint. Bad input ends
 with a one-line error and exit status 1.
 """
 
@@ -11,7 +11,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seq2seq_jax import distributed, errors, hostmem, reporting, trainer
+from seq2seq_jax import errors
+from seq2seq_jax.train import distributed, hostmem, loop, reporting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> None:
     jax.local_devices(),
   )
   with errors.one_line_errors():
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

@@ -39,17 +39,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from seq2seq_jax import (
-  decode,
-  errors,
-  inference,
-  input_pipeline,
-  metrics_lib,
-  models,
-  population,
-  steps,
-  trainer,
-)
+from seq2seq_jax import errors, inference, models, scoring
+from seq2seq_jax.data import input_pipeline
+from seq2seq_jax.decoding import greedy_search
+from seq2seq_jax.train import experiment, loop, population, steps
 
 Array = jax.Array
 Batch = steps.Batch
@@ -60,7 +53,7 @@ Translator = inference.Translator
 # The pure steps, unchanged: jit, pmap or vmap them yourself, or use the helpers below.
 train_step = steps.train_step
 eval_step = steps.eval_step
-greedy_decode = decode.greedy_decode
+greedy_decode = greedy_search.greedy_decode
 # Populations: stacked states and the vmapped step (see seq2seq_jax/population.py).
 init_population = population.init_population
 population_train_step = population.population_train_step
@@ -96,7 +89,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str | Path | None = No
 
 def build_model(config: ml_collections.ConfigDict, data: Data) -> models.EncoderDecoder:
   """The model of `config.model` for the data's vocabularies."""
-  return trainer.build(config, data)
+  return experiment.build_model(config, data)
 
 
 def make_optimizer(
@@ -146,12 +139,12 @@ def train_batches(
   if seed is not None:
     config = ml_collections.ConfigDict(config.to_dict())
     config.seed = seed
-  return trainer.make_batchers(config, data, (0, 1))[0]
+  return experiment.make_batchers(config, data, (0, 1))[0]
 
 
 def validation_batches(config: ml_collections.ConfigDict, data: Data) -> list[Batch]:
   """Every validation pair once, in fixed batches (the training buckets' lengths)."""
-  return list(trainer.make_batchers(config, data, (0, 1))[1].one_pass())
+  return list(experiment.make_batchers(config, data, (0, 1))[1].one_pass())
 
 
 def take(batches: Iterable[Batch], n: int) -> Iterator[Batch]:
@@ -177,7 +170,7 @@ def evaluate(eval_fn: Any, params: Any, batches: Iterable[Batch]) -> dict[str, f
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=('max_len',))
 def _greedy(model: models.EncoderDecoder, params: Any, src: Array, src_len: Array, max_len: int):
-  return decode.greedy_decode(model, params, src, src_len, max_len=max_len)
+  return greedy_search.greedy_decode(model, params, src, src_len, max_len=max_len)
 
 
 def translate(
@@ -206,7 +199,7 @@ def translate(
 
 def book_bleu(hypothesis: str, reference: str, data: Data, k: int = 2) -> float:
   """The book's sentence BLEU of a translation against a raw reference sentence."""
-  return metrics_lib.bleu(hypothesis, data.tgt_tok.reference(reference), k=k)
+  return scoring.bleu(hypothesis, data.tgt_tok.reference(reference), k=k)
 
 
 def load(
@@ -229,4 +222,4 @@ def load(
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """The whole loop, as `train.py` runs it (a population when `population.size > 1`)."""
-  return trainer.train_and_evaluate(config, str(workdir))
+  return loop.train_and_evaluate(config, str(workdir))

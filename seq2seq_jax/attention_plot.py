@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seq2seq_jax import errors, inference, input_pipeline, models, text
+from seq2seq_jax import errors, inference, models
+from seq2seq_jax.data import input_pipeline, text
 
 Array = jax.Array
 

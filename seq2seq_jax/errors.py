@@ -24,3 +24,7 @@ def one_line_errors(program: str = 'error') -> Iterator[None]:
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     print(f'{program}: {message}', file=sys.stderr)
     sys.exit(1)
+
+
+class TrainingError(UserError):
+  """Training cannot go on (non-finite loss, mismatched workdir); the message says why."""

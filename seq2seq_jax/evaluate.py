@@ -17,7 +17,8 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from seq2seq_jax import errors, inference, input_pipeline, metrics_lib, text
+from seq2seq_jax import errors, inference, scoring
+from seq2seq_jax.data import input_pipeline, text
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
@@ -52,13 +53,13 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
 
 
 def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> tuple[dict, list]:
-  refs = metrics_lib.group_references([p[0] for p in pairs], [p[1] for p in pairs])
+  refs = scoring.group_references([p[0] for p in pairs], [p[1] for p in pairs])
   sources = list(refs)
   t0 = time.perf_counter()
   hyps = translator.translate(sources)
   seconds = time.perf_counter() - t0
   references = [[translator.tgt_tok.reference(r) for r in refs[s]] for s in sources]
-  scores = metrics_lib.corpus_scores([text.score_form(h) for h in hyps], references)
+  scores = scoring.corpus_scores([text.score_form(h) for h in hyps], references)
   scores['sentences_per_s'] = len(sources) / max(seconds, 1e-9)
   return scores, list(zip(sources, hyps, strict=True))
 

@@ -13,17 +13,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import (
-  beam_search,
-  checkpointing,
-  decode,
-  errors,
-  input_pipeline,
-  models,
-  steps,
-  text,
-  tokenizers,
-)
+from seq2seq_jax import errors, models
+from seq2seq_jax.data import input_pipeline, text, tokenizers
+from seq2seq_jax.decoding import beam_search, greedy_search
+from seq2seq_jax.train import checkpointing, steps
 
 MAX_LINE_WARNINGS = 5  # long input lines named one by one; then only their count
 
@@ -48,7 +41,7 @@ class Translator:
     if self.beam_size < 1:
       raise errors.UserError(f'the beam size must be at least 1, got {self.beam_size}')
     if self.beam_size == 1:
-      self._decode = decode.make_greedy(self.model, self.max_len)
+      self._decode = greedy_search.make_greedy(self.model, self.max_len)
     else:
       self._decode = beam_search.make_best(
         self.model, beam_size=self.beam_size, max_len=self.max_len, alpha=self.alpha

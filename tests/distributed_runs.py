@@ -98,7 +98,7 @@ def saved_params(workdir: Path, step: int | None = None) -> tuple[int, list[np.n
   process's single device."""
   import orbax.checkpoint as ocp
 
-  from seq2seq_jax import checkpointing
+  from seq2seq_jax.train import checkpointing
 
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from configs import tiny
-from seq2seq_jax import trainer
+from seq2seq_jax.train import loop
 from tests import synthetic
 
 _WORKDIRS: dict[str, Path] = {}
@@ -38,6 +38,6 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'at
     config.data.val_split = 'full[48:60]'
     config.model.decoder = decoder
     workdir = tmp_path_factory.mktemp(f'workdir_{decoder}')
-    trainer.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
     _WORKDIRS[decoder] = workdir
   return _WORKDIRS[decoder]

@@ -20,7 +20,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seq2seq_jax import models, steps, text, trainer  # noqa: E402
+from seq2seq_jax import models  # noqa: E402
+from seq2seq_jax.data import text
+from seq2seq_jax.train import (
+  distributed,
+  single,
+  steps,
+)
 
 VOCAB, WIDTH, BATCH, NUM_STEPS = 23, 7, 16, 20
 
@@ -50,11 +56,11 @@ def make_batches(seed: int = 0) -> list[dict[str, np.ndarray]]:
 
 
 def run(
-  devices: trainer.Devices, model: models.EncoderDecoder, tx: Any, init: steps.TrainState
+  devices: distributed.Devices, model: models.EncoderDecoder, tx: Any, init: steps.TrainState
 ) -> dict:
   """20 steps from `init` with the trainer's compiled steps for `devices`."""
   state = devices.replicate(init)
-  train_fn, eval_fn = trainer.compile_steps(model, tx, devices, 0.0)
+  train_fn, eval_fn = single.compile_steps(model, tx, devices, 0.0)
   dropout_key = jax.random.key(1)
   losses, grad_norms = [], []
   batches = make_batches()
@@ -91,8 +97,8 @@ def main() -> None:
     init_fn = jax.jit(functools.partial(steps.init_state, model, tx))
     init = jax.device_get(init_fn(jax.random.key(0)))
     out[decoder] = {
-      'one': run(trainer.Devices(1), model, tx, init),
-      'all': run(trainer.Devices(jax.local_device_count()), model, tx, init),
+      'one': run(distributed.Devices(1), model, tx, init),
+      'all': run(distributed.Devices(jax.local_device_count()), model, tx, init),
     }
   print(json.dumps(out))
 

@@ -15,16 +15,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from seq2seq_jax import (
-  attention_plot,
-  beam_search,
-  decode,
-  errors,
-  inference,
-  models,
-  text,
-  translate,
-)
+from seq2seq_jax import attention_plot, errors, inference, models, translate
+from seq2seq_jax.data import text
+from seq2seq_jax.decoding import beam_search, greedy_search
 from tests import fixtures_workdir
 
 SRC_VOCAB, TGT_VOCAB, MAX_LEN = 13, 11, 7
@@ -60,7 +53,7 @@ def _batch(width: int, pad_id: Callable[[int], int] = lambda _: 0) -> tuple[jax.
 @functools.cache
 def _compiled(model: models.EncoderDecoder) -> tuple[Any, Any, Any]:
   return (
-    decode.make_greedy(model, MAX_LEN),
+    greedy_search.make_greedy(model, MAX_LEN),
     beam_search.make_best(model, beam_size=3, max_len=MAX_LEN, alpha=0.75),
     jax.jit(functools.partial(attention_plot.attention_weights, model)),
   )

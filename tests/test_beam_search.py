@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax import beam_search, decode, models, text
+from seq2seq_jax import models
+from seq2seq_jax.data import text
+from seq2seq_jax.decoding import beam_search, greedy_search
 
 SRC_VOCAB = 9
 EOS_BIAS = {'plain': 1.25, 'attention': 0.5}  # random models whose sentences end at times
@@ -73,7 +75,7 @@ def _all_hypotheses(vocab: int, max_len: int) -> np.ndarray:
 def test_beam_size_one_is_greedy(decoder: str) -> None:
   model, params = _model(decoder, tgt_vocab=7, eos_bias=EOS_BIAS[decoder])
   src, src_len = _sources(batch=24, time=6)
-  greedy = decode.make_greedy(model, max_len=8)(params, src, src_len)
+  greedy = greedy_search.make_greedy(model, max_len=8)(params, src, src_len)
   seqs, scores = _beam(model, params, src, src_len, beam_size=1, max_len=8, alpha=0.75)
   assert seqs.shape == (24, 1, 8) and scores.shape == (24, 1)
   np.testing.assert_array_equal(np.asarray(seqs[:, 0]), np.asarray(greedy))

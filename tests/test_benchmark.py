@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seq2seq_jax import benchmark, text
+from seq2seq_jax.benchmarks import speed
+from seq2seq_jax.data import text
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = dict(
@@ -64,7 +65,7 @@ def test_benchmark_rejects_bad_flags() -> None:
 
 def test_random_batch_is_shaped_like_the_input_pipeline() -> None:
   rng = np.random.default_rng(0)
-  batch = benchmark.random_batch(rng, 64, 7, 30, 40, min_len=3)
+  batch = speed.random_batch(rng, 64, 7, 30, 40, min_len=3)
   assert set(batch) == {'src', 'src_len', 'tgt_in', 'tgt_out'}
   assert batch['src'].shape == batch['tgt_in'].shape == batch['tgt_out'].shape == (64, 7)
   assert batch['src'].dtype == np.int32 and batch['src_len'].dtype == np.int32
@@ -87,7 +88,7 @@ def test_train_flops_counts_the_matmuls(layers: int) -> None:
   inputs = 2 * (e * 3 * h + (layers - 1) * h * 3 * h)  # layer 0 reads the embedding
   per_token = recurrent + inputs + h * v  # + the output projection
   forward = 2 * (b * t * per_token + b * h * 3 * h)  # + the decoder's context, once
-  assert benchmark.train_flops(b, t, v, e, h, layers) == 3 * forward
+  assert speed.train_flops(b, t, v, e, h, layers) == 3 * forward
 
 
 def test_torch_comparison_interleaves_and_reports_ratios(tmp_path: Path) -> None:
@@ -98,7 +99,12 @@ def test_torch_comparison_interleaves_and_reports_ratios(tmp_path: Path) -> None
   data = tmp_path / 'fra.txt'
   data.write_text('Go.\tVa !\n')
   shapes = ','.join(f'--{k}={v}' for k, v in SHAPES.items())
-  cmd = [sys.executable, '-m', 'seq2seq_jax.torch_comparison', f'--torch_python={sys.executable}']
+  cmd = [
+    sys.executable,
+    '-m',
+    'seq2seq_jax.benchmarks.torch_comparison',
+    f'--torch_python={sys.executable}',
+  ]
   cmd += [f'--reference={fake}', f'--data={data}', '--rounds=2', '--steps=2', '--idle=0']
   cmd += [f'--benchmark_args={shapes},--decode_sentences=8,--decode_batch_size=8']
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
@@ -115,7 +121,12 @@ def test_torch_comparison_interleaves_and_reports_ratios(tmp_path: Path) -> None
 
 
 def test_torch_comparison_names_a_missing_reference(tmp_path: Path) -> None:
-  cmd = [sys.executable, '-m', 'seq2seq_jax.torch_comparison', f'--reference={tmp_path}/no.py']
+  cmd = [
+    sys.executable,
+    '-m',
+    'seq2seq_jax.benchmarks.torch_comparison',
+    f'--reference={tmp_path}/no.py',
+  ]
   cmd += [f'--torch_python={sys.executable}']
   done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
   assert done.returncode != 0

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seq2seq_jax import decode, input_pipeline, models, text
+from seq2seq_jax import models
+from seq2seq_jax.data import input_pipeline, text
+from seq2seq_jax.decoding import greedy_search
 
 SRC_VOCAB, TGT_VOCAB, MAX_LEN, WIDTH = 19, 23, 8, 7
 
@@ -60,7 +62,7 @@ def _model(decoder: str) -> models.EncoderDecoder:
 @functools.cache
 def _greedy(decoder: str) -> Callable:
   """One compiled greedy decoder per model, shared by the tests (fewer compilations)."""
-  return decode.make_greedy(_model(decoder), MAX_LEN)
+  return greedy_search.make_greedy(_model(decoder), MAX_LEN)
 
 
 def _params(model: models.EncoderDecoder, draw: Callable, seed: int, eos_bias: float) -> Any:

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from seq2seq_jax import input_pipeline as ip
-from seq2seq_jax import text
+from seq2seq_jax.data import input_pipeline as ip
+from seq2seq_jax.data import text
 
 WORDS_EN = ['i', 'you', 'see', 'like', 'the', 'cat', 'dog', 'a', 'big', 'red', 'house', 'now']
 WORDS_FR = ['je', 'tu', 'vois', 'aime', 'le', 'chat', 'chien', 'un', 'grand', 'rouge', 'maison']

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from seq2seq_jax import checkpointing, inference, models, trainer
+from seq2seq_jax import inference, models
+from seq2seq_jax.models import recurrent
+from seq2seq_jax.train import checkpointing, loop
 from tests import synthetic
 
 V, E, H, L, B, T = 20, 8, 12, 2, 3, 5
@@ -44,7 +46,7 @@ def test_lstm_layer_matches_pytorch_equations() -> None:
   rng = np.random.default_rng(0)
   x = rng.normal(size=(B, T, E)).astype(np.float32)
   h0, c0 = (rng.normal(size=(B, H)).astype(np.float32) for _ in range(2))
-  layer = models.LSTMLayer(H)
+  layer = recurrent.LSTMLayer(H)
   params = layer.init(jax.random.key(0), x, (h0, c0))['params']
   assert params['input']['kernel'].shape == (E, 4 * H)
   assert params['cell']['hidden']['kernel'].shape == (H, 4 * H)
@@ -127,7 +129,7 @@ def test_lstm_trains_and_translates_through_the_unchanged_trainer(tmp_path: Path
   config.train.num_epochs = 3
   config.train.learning_rate = 0.02
   workdir = tmp_path / 'run'
-  result = trainer.train_and_evaluate(config, str(workdir))
+  result = loop.train_and_evaluate(config, str(workdir))
   assert result['step'] == 12
   translator = inference.load(workdir, 'latest', beam_size=2)
   assert translator.config.model.cell == 'lstm'
@@ -137,4 +139,4 @@ def test_lstm_trains_and_translates_through_the_unchanged_trainer(tmp_path: Path
   # The checkpoint knows its cell: resuming it as a GRU fails with a clear message.
   config.model.cell = 'gru'
   with pytest.raises(checkpointing.CheckpointError, match="cell: checkpoint 'lstm' vs config"):
-    trainer.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from seq2seq_jax import models
+from seq2seq_jax.models import recurrent
 
 Array = jax.Array
 
@@ -147,7 +148,7 @@ def test_gru_layer_matches_pytorch_equations(random_params: Callable) -> None:
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(3, 6, 5)), jnp.float32)
   h0 = jnp.asarray(rng.normal(size=(3, 7)), jnp.float32)
-  layer = models.GRULayer(7)
+  layer = recurrent.GRULayer(7)
   params = random_params(layer, x, h0)
   outputs, h = layer.apply({'params': params}, x, h0)
   ref_out, ref_h = _torch_gru(np.asarray(x), np.asarray(h0), *_torch_weights(params))
@@ -170,7 +171,7 @@ def test_gru_layer_mask_holds_state_and_extra_adds_to_input(random_params: Calla
   h0 = jnp.zeros((2, 6), jnp.float32)
   mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
   extra = jnp.asarray(rng.normal(size=(2, 18)), jnp.float32)
-  layer = models.GRULayer(6)
+  layer = recurrent.GRULayer(6)
   params = random_params(layer, x, h0, mask, extra, seed=1)
   outputs, h = layer.apply({'params': params}, x, h0, mask)
   w_ih, w_hh, b_ih, b_hh = _torch_weights(params)

@@ -14,7 +14,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from seq2seq_jax import distributed, input_pipeline, text
+from seq2seq_jax.data import input_pipeline, text
+from seq2seq_jax.train import distributed
 from tests import distributed_runs as runs
 from tests import synthetic
 

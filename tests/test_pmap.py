@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seq2seq_jax import distributed
+from seq2seq_jax.train import distributed
 from tests import distributed_runs as runs
 from tests import synthetic
 

@@ -15,7 +15,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
-from seq2seq_jax import api, checkpointing, trainer
+from seq2seq_jax import api
+from seq2seq_jax.train import checkpointing, loop
 from tests import synthetic
 
 SEEDS = (0, 7, 1, 3)  # member 0 has the config's seed: it is the config's single run
@@ -60,7 +61,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope='module')
 def population_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
   workdir = tmp_path_factory.mktemp('population')
-  result = trainer.train_and_evaluate(population_config(data_dir), str(workdir))
+  result = loop.train_and_evaluate(population_config(data_dir), str(workdir))
   return workdir, result
 
 
@@ -103,7 +104,7 @@ def test_population_member_zero_is_the_config_single_run(
   config = population_config(data_dir)
   config.population.size = 1
   config.train.learning_rate = RATES[0]
-  trainer.train_and_evaluate(config, str(tmp_path))
+  loop.train_and_evaluate(config, str(tmp_path))
   assert_trees_close(
     saved_state(workdir / 'members' / '0')['params'],
     saved_state(tmp_path)['params'],

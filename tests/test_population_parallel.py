@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from seq2seq_jax import trainer
+from seq2seq_jax import errors
+from seq2seq_jax.train import loop
 from tests import synthetic
 from tests.test_population import assert_trees_close, saved_state
 
@@ -41,7 +42,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope='module')
 def straight(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
   workdir = tmp_path_factory.mktemp('straight')
-  trainer.train_and_evaluate(config_for(data_dir), str(workdir))
+  loop.train_and_evaluate(config_for(data_dir), str(workdir))
   return workdir
 
 
@@ -87,9 +88,9 @@ def test_population_with_pmap_matches_one_device(
 def test_population_resumes_to_the_same_parameters(
   straight: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-  trainer.train_and_evaluate(config_for(data_dir, epochs=1), str(tmp_path))
+  loop.train_and_evaluate(config_for(data_dir, epochs=1), str(tmp_path))
   assert saved_state(tmp_path / 'members' / '1')['step'] == 4
-  result = trainer.train_and_evaluate(config_for(data_dir, epochs=2), str(tmp_path))
+  result = loop.train_and_evaluate(config_for(data_dir, epochs=2), str(tmp_path))
   assert result['step'] == 8
   for member in range(len(RATES)):  # the same program on the same device: bit for bit
     a = saved_state(tmp_path / 'members' / str(member))
@@ -101,5 +102,5 @@ def test_population_resumes_to_the_same_parameters(
 def test_population_resume_with_other_members_fails_clearly(straight: Path, data_dir: Path):
   config = config_for(data_dir)
   config.population.learning_rates = (0.005, 0.03)
-  with pytest.raises(trainer.TrainingError, match='member 1 in this workdir was'):
-    trainer.train_and_evaluate(config, str(straight))
+  with pytest.raises(errors.TrainingError, match='member 1 in this workdir was'):
+    loop.train_and_evaluate(config, str(straight))

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from seq2seq_jax import models, population, steps, trainer
+from seq2seq_jax import errors, models
+from seq2seq_jax.train import population, population_run, reporting, steps
 from tests.test_population import RATES, SEEDS, assert_trees_close
 
 
@@ -67,7 +68,7 @@ def test_population_log_reports_diverged_members(tmp_path: Path) -> None:
   dirs = [tmp_path / 'members' / str(i) for i in range(3)]
   for d in dirs:
     d.mkdir(parents=True)
-  log = population.PopulationLog(tmp_path, dirs, enabled=True, initial_step=0)
+  log = reporting.PopulationLog(tmp_path, dirs, enabled=True, initial_step=0)
   ok = {
     'loss': np.array([4.0, 8.0, 2.0]),
     'correct': np.ones(3),
@@ -79,11 +80,11 @@ def test_population_log_reports_diverged_members(tmp_path: Path) -> None:
   losses = log.flush(2, epoch=0)
   assert log.diverged == {1: 2}
   assert losses[0] == pytest.approx(1.0) and losses[2] == pytest.approx(0.5)
-  population._check_alive(log, 3)  # two members are fine: training goes on
+  population_run.check_alive(log, 3)  # two members are fine: training goes on
   log.step_metrics({**ok, 'loss': np.full(3, np.inf)})
   log.flush(3, epoch=0)
-  with pytest.raises(trainer.TrainingError, match='every member'):
-    population._check_alive(log, 3)
+  with pytest.raises(errors.TrainingError, match='every member'):
+    population_run.check_alive(log, 3)
   log.close()
   member1 = (dirs[1] / 'metrics.jsonl').read_text().splitlines()
   assert member1 == []  # the diverged member's lines stop
@@ -96,7 +97,7 @@ def test_population_benchmark_prints_the_ratio() -> None:
     [
       sys.executable,
       '-m',
-      'seq2seq_jax.population_benchmark',
+      'seq2seq_jax.benchmarks.population_speed',
       '--members=2',
       '--steps=1',
       '--batch_size=4',

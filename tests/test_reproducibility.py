@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from configs import tiny
-from seq2seq_jax import trainer
+from seq2seq_jax.train import loop
 from tests import synthetic
 from tests.test_population import saved_state
 
@@ -24,7 +24,7 @@ def run(data_dir: Path, workdir: Path, seed: int) -> tuple[list[float], dict]:
   config.train.log_every_steps = 1
   config.train.eval_every_steps = 8
   config.seed = seed
-  trainer.train_and_evaluate(config, str(workdir))
+  loop.train_and_evaluate(config, str(workdir))
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
   return [r['train_loss'] for r in records if 'train_loss' in r], saved_state(workdir)
 

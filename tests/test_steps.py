@@ -12,7 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from seq2seq_jax import models, steps, text
+from seq2seq_jax import models
+from seq2seq_jax.data import text
+from seq2seq_jax.train import steps
 
 # A tiny model and task: reverse sequences of 3-5 symbols drawn from 10.
 SYMBOLS, NUM_EXAMPLES, WIDTH = 10, 200, 6

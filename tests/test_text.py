@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq_jax import text
+from seq2seq_jax.data import text
 
 
 @pytest.mark.parametrize(

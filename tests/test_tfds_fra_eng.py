@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
-from seq2seq_jax import text
-from seq2seq_jax import tfds_fra_eng as fe
+from seq2seq_jax.data import text
+from seq2seq_jax.data import tfds_fra_eng as fe
 
 PAIRS = [
   ('Go.', 'Va !'),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq_jax import text, tokenizers
+from seq2seq_jax.data import text, tokenizers
 from tests import synthetic
 
 

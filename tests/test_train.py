@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from seq2seq_jax import checkpointing, reporting, trainer
+from seq2seq_jax.train import checkpointing, loop, reporting
 from tests import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope='module')
 def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
   workdir = tmp_path_factory.mktemp('run')
-  result = trainer.train_and_evaluate(tiny_config(data_dir), str(workdir))
+  result = loop.train_and_evaluate(tiny_config(data_dir), str(workdir))
   return workdir, result
 
 
@@ -289,7 +289,7 @@ def test_sentencepiece_with_length_buckets(data_dir: Path, tmp_path: Path) -> No
   config.data.vocab_size = 60
   config.data.num_steps = 0  # length buckets, max_len from the 99% quantile
   config.data.buckets = ()
-  result = trainer.train_and_evaluate(config, str(tmp_path))
+  result = loop.train_and_evaluate(config, str(tmp_path))
   assert result['step'] >= 8 and np.isfinite(result['val_loss'])  # 2 epochs of buckets
   assert (tmp_path / 'spm_src.model').exists() and (tmp_path / 'spm_tgt.model').exists()
   translator = inference.load(tmp_path, 'latest')

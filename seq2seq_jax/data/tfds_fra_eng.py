@@ -23,7 +23,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.proto import tf_example_pb2
 
-from seq2seq_jax import errors, text
+from seq2seq_jax import errors
+from seq2seq_jax.data import text
 
 URL = 'http://d2l-data.s3-accelerate.amazonaws.com/fra-eng.zip'
 URL_HOST = 'd2l-data.s3-accelerate.amazonaws.com'

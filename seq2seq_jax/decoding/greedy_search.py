@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from seq2seq_jax import models, text
+from seq2seq_jax import models
+from seq2seq_jax.data import text
+from seq2seq_jax.models import ops
 
 Array = jax.Array
 
@@ -37,7 +39,7 @@ def greedy_decode(
   def body(carry: tuple) -> tuple:
     i, tokens, state, out, done = carry
     logits, state = model.apply(variables, tokens, state, method=models.EncoderDecoder.decode_step)
-    nxt = models.first_argmax(logits)  # jnp.argmax, ~5x faster on CPU
+    nxt = ops.first_argmax(logits)  # jnp.argmax, ~5x faster on CPU
     nxt = jnp.where(done, text.PAD_ID, nxt)
     out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
     return i + 1, nxt, state, out, done | (nxt == text.EOS_ID)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from seq2seq_jax import text
+from seq2seq_jax.data import text
 
 Array = jax.Array
 Batch = dict[str, Array]

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from absl import logging
 
-from seq2seq_jax import text
+from seq2seq_jax.data import text
 
 Batch = dict[str, np.ndarray]
 
@@ -260,7 +260,7 @@ class Data:
 
 def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
   """(English, French) pairs of a TFDS split (slices like 'full[:512]' allowed)."""
-  from seq2seq_jax import tfds_fra_eng  # TFDS is imported here only
+  from seq2seq_jax.data import tfds_fra_eng  # TFDS is imported here only
 
   pairs = tfds_fra_eng.load_pairs(
     split,
@@ -275,7 +275,7 @@ def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
 def get_tokenizers(data_cfg, workdir: str | None, train_pairs, val_pairs):  # noqa: ANN001
   """Loads the tokenizers saved in `workdir`, or trains them on the training pairs (and
   the validation pairs where the config says so, as the book) and saves them there."""
-  from seq2seq_jax import tokenizers
+  from seq2seq_jax.data import tokenizers
 
   kind = data_cfg.tokenizer
   tokenizers.check_kind(kind)

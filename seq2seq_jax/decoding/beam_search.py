@@ -29,7 +29,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from seq2seq_jax import models, text
+from seq2seq_jax import models
+from seq2seq_jax.data import text
 
 Array = jax.Array
 NEG_INF = float('-inf')
@@ -162,7 +163,7 @@ def make_best(
   model: models.EncoderDecoder, *, beam_size: int, max_len: int, alpha: float = 0.75
 ) -> Callable[[Any, Array, Array], Array]:
   """A jitted `(params, src, src_len) -> ids [batch, max_len]`: the best hypothesis of each
-  sentence, in the same form as `decode.greedy_decode`'s output."""
+  sentence, in the same form as `greedy_search.greedy_decode`'s output."""
 
   def best(params: Any, src: Array, src_len: Array) -> Array:
     seqs, _ = beam_search(

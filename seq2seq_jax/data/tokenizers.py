@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from seq2seq_jax import text
+from seq2seq_jax.data import text
 
 
 class Tokenizer(Protocol):

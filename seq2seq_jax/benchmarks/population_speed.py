@@ -1,7 +1,7 @@
 """The cost of a population of N models against N separate runs.
 
-  python -m seq2seq_jax.population_benchmark --members=8 --steps=10
-  python -m seq2seq_jax.population_benchmark --members=8 --end_to_end \
+  python -m seq2seq_jax.benchmarks.population_speed --members=8 --steps=10
+  python -m seq2seq_jax.benchmarks.population_speed --members=8 --end_to_end \
       --manual_dir=../shared/data/fra-eng
 
 Steps (the default), on random data at the book's shapes (configs/d2l.py: batch 128,
@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from seq2seq_jax import models, population, steps
+from seq2seq_jax import models
+from seq2seq_jax.train import population, steps
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('members', 8, 'Population size N.')
@@ -66,7 +67,7 @@ flags.DEFINE_bool('end_to_end', False, 'Time whole train.py runs on the real dat
 flags.DEFINE_string('manual_dir', '', '--end_to_end: the directory holding fra.txt.')
 flags.DEFINE_string('data_dir', '', "--end_to_end: TFDS's cache ('' = the config's).")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def member_hyperparameters(n: int) -> tuple[list[float], list[int]]:

@@ -1,6 +1,6 @@
 """The JAX train step against the book's PyTorch code, measured in one sitting, interleaved.
 
-  python -m seq2seq_jax.torch_comparison --torch_python=.venv-torch/bin/python \
+  python -m seq2seq_jax.benchmarks.torch_comparison --torch_python=.venv-torch/bin/python \
       --data=../shared/data/fra-eng/fra.txt --rounds=3
 
 Each round runs, one after the other and each on an idle machine (the driver waits until

@@ -46,13 +46,7 @@ class Reporter:
       return
     self.metrics_path = self.workdir / 'metrics.jsonl'
     if self.metrics_path.exists():  # a resumed run: keep the lines of the steps it keeps
-      for line in self.metrics_path.read_text().splitlines():
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        if record.get('step', 0) <= initial_step:
-          self.history.append(record)
+      self.history = _read_jsonl(self.metrics_path, initial_step)
       self.metrics_path.write_text(''.join(json.dumps(r) + '\n' for r in self.history))
     try:
       from tqdm import tqdm
@@ -187,3 +181,150 @@ class Reporter:
       self._bar.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def per_member(x: Any, size: int) -> np.ndarray:
+  """A metric as `[size]` float64 from what a step returns: `[]` or `[devices]` for one
+  model (size 1), `[members]` or `[devices, members]` for a population (every device
+  holds the same psum-ed values)."""
+  return np.asarray(x).reshape(-1, size)[0].astype(np.float64)
+
+
+def _read_jsonl(path: Path, max_step: int) -> list[dict]:
+  if not path.exists():
+    return []
+  records = []
+  for line in path.read_text().splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if record.get('step', 0) <= max_step:
+      records.append(record)
+  return records
+
+
+class PopulationLog:
+  """Writes interval aggregates to `metrics.jsonl` (all members, with `member`) and to
+  each member's own `metrics.jsonl` and TensorBoard events; plots every member's curves.
+  Only process 0 writes."""
+
+  def __init__(
+    self, workdir: Path, member_dirs: list[Path], *, enabled: bool, initial_step: int
+  ) -> None:
+    self.workdir, self.member_dirs, self.enabled = workdir, member_dirs, enabled
+    self.size = len(member_dirs)
+    self.pending: list[Any] = []
+    self.history: list[dict] = []
+    self.diverged: dict[int, int] = {}  # member -> first step with a non-finite loss
+    self._t = time.monotonic()
+    self._tb: list[Any] = []
+    if not enabled:
+      return
+    for path in [workdir / 'metrics.jsonl'] + [d / 'metrics.jsonl' for d in member_dirs]:
+      kept = _read_jsonl(path, initial_step)  # a resumed run keeps the steps it keeps
+      path.write_text(''.join(json.dumps(r) + '\n' for r in kept))
+      if path.parent == workdir:
+        self.history = kept
+    try:
+      from tensorboardX import SummaryWriter
+
+      self._tb = [SummaryWriter(str(d / 'tensorboard')) for d in member_dirs]
+    except ImportError:  # pragma: no cover
+      self._tb = []
+
+  def step_metrics(self, metrics: Any) -> None:
+    self.pending.append(metrics)
+
+  def flush(self, step: int, epoch: int) -> list[float]:
+    """Writes the interval's aggregate per member; returns each member's train loss."""
+    if not self.pending:
+      return []
+    fetched = jax.device_get(self.pending)
+    count = len(fetched)
+    self.pending = []
+    sums = {k: np.zeros(self.size) for k in ('loss', 'correct', 'tokens', 'grad_norm')}
+    for m in fetched:
+      m = {k: per_member(v, self.size) for k, v in m.items()}
+      for i in np.flatnonzero(~np.isfinite(m['loss'] / np.maximum(m['tokens'], 1.0))):
+        if int(i) not in self.diverged:
+          self.diverged[int(i)] = step
+          logging.warning('member %d: the training loss became non-finite by step %d', i, step)
+      for k in sums:
+        sums[k] += m[k]
+    now = time.monotonic()
+    elapsed, self._t = max(now - self._t, 1e-9), now
+    tokens = np.maximum(sums['tokens'], 1.0)
+    losses = []
+    for i in range(self.size):
+      record = {
+        'step': step,
+        'epoch': epoch,
+        'train_loss': float(sums['loss'][i] / tokens[i]),
+        'train_accuracy': float(sums['correct'][i] / tokens[i]),
+        'grad_norm': float(sums['grad_norm'][i] / count),
+        'tokens_per_s': float(sums['tokens'][i] / elapsed),
+        'steps_per_s': count / elapsed,
+      }
+      losses.append(record['train_loss'])
+      if i not in self.diverged:
+        self._write(i, record)
+    if self.enabled:
+      logging.info(
+        'step %d (epoch %d): train loss by member %s; %.0f tokens/s (all members)',
+        step,
+        epoch,
+        ' '.join(f'{x:.4f}' for x in losses),
+        float(np.sum(sums['tokens'])) / elapsed,
+      )
+    return losses
+
+  def eval(self, step: int, member: int, record: dict[str, float]) -> None:
+    self._write(member, {'step': step, **record})
+
+  def _write(self, member: int, record: dict) -> None:
+    if not self.enabled:
+      return
+    tagged = {'step': record['step'], 'member': member, **record}
+    self.history.append(tagged)
+    with (self.workdir / 'metrics.jsonl').open('a') as f:
+      f.write(json.dumps(tagged) + '\n')
+    with (self.member_dirs[member] / 'metrics.jsonl').open('a') as f:
+      f.write(json.dumps(record) + '\n')
+    if self._tb:
+      for k, v in record.items():
+        if k not in ('step', 'epoch'):
+          self._tb[member].add_scalar(k, v, record['step'])
+
+  def plot(self, labels: list[str]) -> None:
+    """Every member's training loss and validation BLEU against steps."""
+    if not self.enabled:
+      return
+    import matplotlib
+
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+
+    out = self.workdir / 'plots'
+    out.mkdir(exist_ok=True)
+    for key, name, ylabel in (
+      ('train_loss', 'loss.png', 'training loss per target token'),
+      ('val_bleu', 'bleu.png', 'validation BLEU (greedy)'),
+    ):
+      fig, ax = plt.subplots(figsize=(7, 4.5))
+      for i, label in enumerate(labels):
+        points = [(r['step'], r[key]) for r in self.history if r['member'] == i and key in r]
+        if points:
+          ax.plot(
+            *zip(*points, strict=True), marker='.' if key == 'val_bleu' else None, label=label
+          )
+      ax.set(xlabel='step', ylabel=ylabel, title=f'Population of {self.size}')
+      ax.legend(fontsize='small')
+      ax.grid(alpha=0.3)
+      fig.tight_layout()
+      fig.savefig(out / name, dpi=100)
+      plt.close(fig)
+
+  def close(self) -> None:
+    for writer in self._tb:
+      writer.close()

@@ -1,0 +1,170 @@
+"""Numerical kernels under the modules: initialisers, matmuls, activations, argmax.
+
+The modules in this package call these instead of `nn.Dense`, `jax.nn.sigmoid` and
+`jnp.argmax`; each kernel says why it exists and what it was measured to gain (on the
+2-core AMD EPYC Zen 4 CPU of docs/performance.md). Every one computes the same values
+as the plain form it replaces (to float rounding), so a backend where the plain form is
+faster can use that instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+
+def xavier_uniform(fan_in: int, fan_out: int) -> nn.initializers.Initializer:
+  """Xavier-uniform with explicit fans: a kernel split in parts keeps the whole's scale."""
+  return _uniform(math.sqrt(6.0 / (fan_in + fan_out)))
+
+
+def _uniform(bound: float) -> nn.initializers.Initializer:
+  def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def torch_bias(fan_in: int) -> nn.initializers.Initializer:
+  """PyTorch's default bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  return _uniform(1.0 / math.sqrt(fan_in))
+
+
+def sigmoid(x: Array) -> Array:
+  """The logistic function as `0.5 * tanh(0.5 x) + 0.5`: the same values to float32
+  rounding, and on CPU about twice as fast as XLA's `1 / (1 + exp(-x))` (one vectorised
+  tanh instead of an exp and a division), which matters in the GRU's per-step gates."""
+  return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+def first_argmax(x: Array, block: int = 256) -> Array:
+  """`jnp.argmax(x, axis=-1)` (the first maximal index) for finite x, ~10x faster on CPU.
+
+  XLA's CPU argmax is one reduction over (value, index) pairs at a few ns per element;
+  here the maxima of blocks of `block` entries (a plain windowed max, no copy) pick the
+  first block holding the maximum, and argmax runs only inside that block."""
+  size = x.shape[-1]
+  if size <= block:
+    return jnp.argmax(x, axis=-1).astype(jnp.int32)
+  lead = (1,) * (x.ndim - 1)
+  padding = [(0, 0)] * (x.ndim - 1) + [(0, -size % block)]
+  maxima = jax.lax.reduce_window(
+    x, -jnp.inf, jax.lax.max, lead + (block,), lead + (block,), padding
+  )
+  # The last window ends at `size`, overlapping the block before it: that block's entries
+  # there are below the maximum (else it would have been chosen), so the index is exact.
+  start = jnp.minimum(jnp.argmax(maxima, axis=-1).astype(jnp.int32) * block, size - block)
+  window = jnp.take_along_axis(x, start[..., None] + jnp.arange(block, dtype=jnp.int32), -1)
+  return start + jnp.argmax(window, axis=-1).astype(jnp.int32)
+
+
+def _row_major_transpose(a: Array) -> Array:
+  """`a.T` [n, m], copied row-major. XLA's CPU matmul library (YNNPACK) runs a matmul in
+  bfloat16 only when both operands are row-major `[m, k] x [k, n]`; given a transpose, XLA
+  folds it into the matmul and then runs that in float32 (or, for `x.T @ g`, in a slower
+  fallback even in float32). The barrier keeps the copy (see docs/performance.md)."""
+  return jax.lax.optimization_barrier(a.T.reshape(-1)).reshape(a.shape[::-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul(x: Array, w: Array, dtype: Dtype) -> Array:
+  """x [m, k] @ w [k, n] -> float32 [m, n]: `dtype` inputs, float32 accumulation.
+
+  The gradient's two matmuls also take `dtype` inputs (the incoming gradient rounded to
+  it) and accumulate in float32; the gradients returned are float32, like x and w."""
+  return jnp.dot(x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _matmul_fwd(x: Array, w: Array, dtype: Dtype) -> tuple[Array, tuple[Array, Array]]:
+  x, w = x.astype(dtype), w.astype(dtype)
+  return jnp.dot(x, w, preferred_element_type=jnp.float32), (x, w)
+
+
+def _matmul_bwd(dtype: Dtype, res: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+  x, w = res
+  g = g.astype(dtype)
+  # float32 runs `g @ w.T` natively; bfloat16 needs w.T row-major.
+  w_t = w.T if jnp.dtype(dtype) == jnp.float32 else _row_major_transpose(w)
+  dx = jnp.dot(g, w_t, preferred_element_type=jnp.float32)
+  dw = jnp.dot(_row_major_transpose(x), g, preferred_element_type=jnp.float32)
+  return dx, dw
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _affine(x: Array, w: Array, b: Array, dtype: Dtype) -> Array:
+  """x [m, k] @ w [k, n] + b [n] -> float32 [m, n], as `_matmul`.
+
+  The bias rides in the matmul as one more row of w against a column of ones in x: no
+  separate pass over the [m, n] result adds it, and its gradient comes out of the weight
+  gradient's matmul rather than a column reduction, which is slow on CPU."""
+  return _affine_fwd(x, w, b, dtype)[0]
+
+
+def _affine_fwd(x: Array, w: Array, b: Array, dtype: Dtype) -> tuple[Array, tuple[Array, Array]]:
+  x1 = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1).astype(dtype)
+  wb = jnp.concatenate([w, b[None, :]], axis=0).astype(dtype)
+  return jnp.dot(x1, wb, preferred_element_type=jnp.float32), (x1, w.astype(dtype))
+
+
+def _affine_bwd(dtype: Dtype, res: tuple[Array, Array], g: Array) -> tuple[Array, Array, Array]:
+  x1, w = res
+  g = g.astype(dtype)
+  w_t = w.T if jnp.dtype(dtype) == jnp.float32 else _row_major_transpose(w)
+  dx = jnp.dot(g, w_t, preferred_element_type=jnp.float32)  # k, not k + 1: a faster shape
+  dwb = jnp.dot(_row_major_transpose(x1), g, preferred_element_type=jnp.float32)
+  return dx, dwb[:-1], dwb[-1]
+
+
+_affine.defvjp(_affine_fwd, _affine_bwd)
+
+
+class Dense(nn.Module):
+  """`nn.Dense`'s parameters ('kernel' [in, out], then 'bias' [out]) and results, through
+  `_affine` / `_matmul`: `dtype` matmul inputs, float32 accumulation and result."""
+
+  features: int
+  use_bias: bool
+  kernel_init: nn.initializers.Initializer
+  bias_init: nn.initializers.Initializer
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+    flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
+      y = _affine(flat, kernel, bias, self.dtype)
+    else:
+      y = _matmul(flat, kernel, self.dtype)
+    return y.reshape(x.shape[:-1] + (self.features,))
+
+
+def dense(
+  features: int,
+  fan_in: int,
+  *,
+  use_bias: bool = True,
+  bias_fan_in: int | None = None,
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
+) -> nn.Module:
+  return Dense(
+    features,
+    use_bias=use_bias,
+    kernel_init=xavier_uniform(fan_in, features),
+    bias_init=torch_bias(bias_fan_in or fan_in),
+    dtype=dtype,
+    name=name,
+  )

@@ -1,0 +1,169 @@
+"""The seed's encoder-decoder: the interfaces, the GRU encoder and the plain decoder.
+
+Shape convention: batch-major. Token ids are `[batch, time]`; encoder outputs are
+`[batch, time, hidden]` (the seed's PyTorch code is time-major, `[time, batch, hidden]`);
+the encoder's final state is `[layers, batch, hidden]` exactly as the seed's. Decoder
+states are dicts whose leaves all have the batch on axis 0, so that decoding (greedy and
+beam search) can gather and reorder them without knowing what they hold.
+
+Initialisation is the seed's `init_seq2seq` (Xavier-uniform weights) with PyTorch's
+defaults elsewhere. The recurrent layers are in `recurrent.py`, the kernels under them in
+`ops.py`, the attention decoder (the book's next chapter) in `attention.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seq2seq_jax.models import ops
+from seq2seq_jax.models.recurrent import CELLS, carry_hidden, layer_carry, zero_carry
+
+Array = jax.Array
+Dtype = Any
+
+
+class Encoder(nn.Module):
+  """The seed's encoder interface: a source sequence -> (outputs, state)."""
+
+  def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> tuple[Array, Array]:
+    raise NotImplementedError
+
+
+class Decoder(nn.Module):
+  """The seed's decoder interface: `init_state` from the encoder, then `__call__(X, state)`."""
+
+  def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
+    raise NotImplementedError
+
+  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    raise NotImplementedError
+
+
+class EncoderDecoder(nn.Module):
+  """The seed's `EncoderDecoder`: wires an encoder and a decoder."""
+
+  encoder: Encoder
+  decoder: Decoder
+
+  def __call__(self, src: Array, src_len: Array, tgt_in: Array, *, train: bool = False) -> Array:
+    """Teacher-forced logits [batch, tgt time, tgt vocab]."""
+    state = self.init_decoder(src, src_len, train=train)
+    return self.decoder(tgt_in, state, train=train)[0]
+
+  def features(self, src: Array, src_len: Array, tgt_in: Array, *, train: bool = False) -> Array:
+    """Teacher-forced top-layer features [batch, tgt time, hidden] (the loss projects
+    them itself, so that it can skip padded positions)."""
+    state = self.init_decoder(src, src_len, train=train)
+    return self.decoder.features(tgt_in, state, train=train)[0]
+
+  def project(self, x: Array) -> Array:
+    return self.decoder.dense(x).astype(jnp.float32)
+
+  def init_decoder(self, src: Array, src_len: Array, *, train: bool = False) -> dict:
+    """Runs the encoder; returns the decoder's initial state."""
+    enc_all_outputs = self.encoder(src, src_len, train=train)
+    return self.decoder.init_state(enc_all_outputs, src_len)
+
+  def decode_step(self, tokens: Array, state: dict) -> tuple[Array, dict]:
+    """One decoding step: tokens [batch] -> logits [batch, vocab], new state."""
+    logits, state = self.decoder(tokens[:, None], state, train=False)
+    return logits[:, 0], state
+
+
+class Seq2SeqEncoder(Encoder):
+  """Embedding -> `num_layers` GRU (or LSTM: `cell`) layers with dropout between them."""
+
+  vocab_size: int
+  embed_size: int
+  num_hiddens: int
+  num_layers: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  unroll: int = 1
+  cell: str = 'gru'  # 'gru' or 'lstm'
+
+  def setup(self) -> None:
+    self.embedding = nn.Embed(
+      self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
+    )
+    self.layers = [
+      CELLS[self.cell][0](self.num_hiddens, dtype=self.dtype, unroll=self.unroll)
+      for _ in range(self.num_layers)
+    ]
+    self.drop = nn.Dropout(self.dropout)
+
+  def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> tuple[Array, Array]:
+    """src: [batch, time] ids; src_len: [batch]. Returns outputs [batch, time, hidden] and
+    the state [layers, batch, hidden] taken at each sequence's last real token (for an
+    LSTM the pair (h, c) of such arrays)."""
+    batch, steps = src.shape
+    mask = jnp.arange(steps)[None, :] < src_len[:, None]
+    x = self.embedding(src)
+    states = []
+    for i, layer in enumerate(self.layers):
+      if i > 0:
+        x = self.drop(x, deterministic=not train)
+      x, h = layer(x, zero_carry(self.cell, batch, self.num_hiddens), mask)
+      states.append(h)
+    return x, jax.tree.map(lambda *s: jnp.stack(s), *states)
+
+
+class Seq2SeqDecoder(Decoder):
+  """The seed's decoder: the context (the encoder's top-layer final state) is joined to
+  every step's embedding; GRU layers start from the encoder's final states."""
+
+  vocab_size: int
+  embed_size: int
+  num_hiddens: int
+  num_layers: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  unroll: int = 1
+  cell: str = 'gru'  # 'gru' or 'lstm'
+
+  def setup(self) -> None:
+    fan_in0 = self.embed_size + self.num_hiddens
+    self.embedding = nn.Embed(
+      self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
+    )
+    # The context is the same at every step: its share of layer 0's input projection is
+    # computed once per sentence (in `init_state`), not once per step.
+    gates = CELLS[self.cell][2] * self.num_hiddens
+    self.context_proj = ops.dense(gates, fan_in0, use_bias=False, dtype=self.dtype)
+    self.layers = [
+      CELLS[self.cell][0](
+        self.num_hiddens, fan_in=fan_in0 if i == 0 else None, dtype=self.dtype, unroll=self.unroll
+      )
+      for i in range(self.num_layers)
+    ]
+    self.drop = nn.Dropout(self.dropout)
+    self.dense = ops.dense(self.vocab_size, self.num_hiddens, dtype=self.dtype)
+
+  def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
+    del src_len  # the encoder's state is already taken at the last real token
+    _, enc_state = enc_all_outputs
+    context = carry_hidden(self.cell, enc_state)[-1]
+    return {
+      'context_proj': self.context_proj(context).astype(jnp.float32),
+      'hidden': tuple(layer_carry(enc_state, i) for i in range(self.num_layers)),
+    }
+
+  def features(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    """The top layer's outputs [batch, time, hidden] before the output projection."""
+    x = self.embedding(tgt_in)
+    hidden = []
+    for i, layer in enumerate(self.layers):
+      if i > 0:
+        x = self.drop(x, deterministic=not train)
+      x, h = layer(x, state['hidden'][i], extra=state['context_proj'] if i == 0 else None)
+      hidden.append(h)
+    return x, {**state, 'hidden': tuple(hidden)}
+
+  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    """tgt_in: [batch, time] ids. Returns logits [batch, time, vocab] and the new state."""
+    x, state = self.features(tgt_in, state, train=train)
+    return self.dense(x).astype(jnp.float32), state

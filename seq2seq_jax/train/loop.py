@@ -1,0 +1,151 @@
+"""The training loop: one model or a population, the same cadence.
+
+`train_and_evaluate(config, workdir)` is what `train.py` calls. It prepares the shared
+pieces (`experiment.prepare`), builds the run (`single.SingleRun`, or a
+`population_run.PopulationRun` when `population.size > 1`) and drives it:
+
+  every step          run.train(step, batch)
+  every log interval  run.flush(step)         metrics out; a non-finite loss stops
+  every evaluation    run.evaluate(step)      val loss/BLEU; the best checkpoint
+  every checkpoint    run.save(step)          latest checkpoint (exact resume)
+  after each step     stop?                   a signal or the time budget, agreed by all
+  at the end          evaluate, save, close, run.finish(...)   result.json, examples
+
+A run resumes itself from its workdir when it is built. A new training feature that
+changes the cadence is written here once, for single runs and populations alike.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Any, Protocol
+
+import ml_collections
+from absl import logging
+
+from seq2seq_jax.train import distributed, experiment, population, population_run, single
+
+
+class Run(Protocol):
+  """What the loop drives (`single.SingleRun`, `population_run.PopulationRun`)."""
+
+  start_step: int
+
+  def train(self, step: int, batch: Any) -> None: ...
+  def flush(self, step: int) -> None: ...
+  def evaluate(self, step: int) -> Any: ...
+  def save(self, step: int) -> None: ...
+  def close(self) -> None: ...
+  def finish(self, result: dict[str, Any], last_eval: Any) -> dict[str, Any]: ...
+
+
+class StopSignal:
+  """SIGTERM / Ctrl-C: finish the current step, save, exit. A second Ctrl-C aborts."""
+
+  def __init__(self) -> None:
+    self.received: str | None = None
+    self.started = time.monotonic()  # the time budget counts from here
+    self._old = {}
+
+  def __enter__(self) -> StopSignal:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    if self.received and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.received = signal.Signals(signum).name
+    logging.warning('%s received: finishing the current step, then saving', self.received)
+
+  def reason(self, step: int, time_budget_s: float, agree_every: int) -> str | None:
+    """Why to stop after `step` (a signal, the time budget), the same on every process."""
+    reason = None
+    if time_budget_s and time.monotonic() - self.started > time_budget_s:
+      reason = f'time budget of {time_budget_s} s reached'
+    if self.received:
+      reason = f'{self.received} received'
+    return distributed.agree_to_stop(reason, check=step % agree_every == 0)
+
+  def __exit__(self, *exc: Any) -> None:
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+class _SideTime:
+  """Seconds spent evaluating and saving, apart from training steps."""
+
+  def __init__(self) -> None:
+    self.seconds = 0.0
+
+  def __call__(self, fn: Any, *args: Any) -> Any:
+    t0 = time.monotonic()
+    try:
+      return fn(*args)
+    finally:
+      self.seconds += time.monotonic() - t0
+
+
+def make_run(exp: experiment.Experiment) -> Run:
+  if population.size(exp.config) > 1:  # N models in one vmapped step
+    return population_run.PopulationRun(exp)
+  return single.SingleRun(exp)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from `workdir` when it holds a checkpoint); returns final metrics."""
+  exp = experiment.prepare(config, workdir)
+  run = make_run(exp)
+  tcfg, batcher = config.train, exp.batcher
+  total_steps = exp.total_steps
+  eval_every = tcfg.eval_every_steps or batcher.batches_per_epoch
+  ckpt_every = tcfg.checkpoint_every_steps or batcher.batches_per_epoch
+  side = _SideTime()
+
+  t_start, step, last_eval = time.monotonic(), run.start_step, None
+  stop_reason = None
+  with StopSignal() as stop:
+    batches = iter(batcher)
+    while step < total_steps:
+      batch = next(batches)
+      step += 1
+      run.train(step, exp.devices.shard(batch))
+      if step % tcfg.log_every_steps == 0 or step == total_steps:
+        run.flush(step)
+      if step % eval_every == 0 and step < total_steps:
+        last_eval = side(run.evaluate, step)
+      if step % ckpt_every == 0:
+        side(run.save, step)
+      stop_reason = stop.reason(step, tcfg.time_budget_s, tcfg.log_every_steps)
+      if stop_reason:
+        break
+
+    # Final evaluation and checkpoint (also after a signal or the time budget).
+    run.flush(step)
+    if step > run.start_step or last_eval is None:
+      last_eval = side(run.evaluate, step)
+    side(run.save, step)
+    run.close()
+  elapsed = time.monotonic() - t_start
+  if stop_reason:
+    logging.warning(
+      'stopped at step %d: %s; the checkpoint is saved, rerun the same command to resume',
+      step,
+      stop_reason,
+    )
+  logging.info(
+    'trained %d steps in %.1f s (%.1f s of training steps, compilation included; %.1f s '
+    'evaluating and saving)',
+    step - run.start_step,
+    elapsed,
+    elapsed - side.seconds,
+    side.seconds,
+  )
+  result = run.finish({'step': step, 'stopped': stop_reason}, last_eval)
+  sys.stdout.flush()
+  return result

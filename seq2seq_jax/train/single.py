@@ -1,0 +1,135 @@
+"""One model: its state, compiled steps, checkpoints and reports, driven by `loop.py`."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import jax
+import optax
+from absl import logging
+from flax import linen as nn
+
+from seq2seq_jax.errors import TrainingError
+from seq2seq_jax.train import checkpointing, distributed, evaluation, reporting, steps
+from seq2seq_jax.train.experiment import Experiment
+
+
+def compile_steps(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  devices: distributed.Devices,
+  label_smoothing: float,
+) -> tuple[Any, Any]:
+  """The jitted (or pmapped) train and eval steps; the state's buffers are donated."""
+  axis = 'batch' if devices.parallel else None
+  train = functools.partial(
+    steps.train_step, model=model, tx=tx, label_smoothing=label_smoothing, axis_name=axis
+  )
+  evaluate = functools.partial(steps.eval_step, model=model, axis_name=axis)
+  if devices.parallel:
+    return (
+      jax.pmap(train, axis_name=axis, in_axes=(0, 0, None), donate_argnums=(0,)),
+      jax.pmap(evaluate, axis_name=axis),
+    )
+  return jax.jit(train, donate_argnums=(0,)), jax.jit(evaluate)
+
+
+class SingleRun:
+  """One model trained from `config.seed`; its workdir is `checkpoints/`, `metrics.jsonl`,
+  `tensorboard/`, `plots/` and `result.json`."""
+
+  def __init__(self, exp: Experiment) -> None:
+    self.exp = exp
+    config, devices = exp.config, exp.devices
+    tx = exp.optimizer(config.train.learning_rate)
+    init_key, self.dropout_key = jax.random.split(jax.random.key(config.seed))
+    state = steps.init_state(exp.model, tx, init_key)
+
+    # Resume.
+    self.ckpts = checkpointing.Checkpoints(exp.workdir, keep=config.train.keep_checkpoints)
+    distributed.check_same(
+      'the checkpoints seen (is the workdir shared?)', self.ckpts.latest_step()
+    )
+    self.best_bleu = -1.0
+    if self.ckpts.latest_step() is not None:
+      _, saved = self.ckpts.read_meta('latest')
+      checkpointing.check_compatible(saved['signature'], exp.signature)
+      start, state, meta = self.ckpts.restore('latest', state)
+      exp.batcher.restore(meta['position'])
+      self.best_bleu = meta.get('best_bleu', -1.0)
+      logging.info(
+        'resumed from step %d (epoch %d, batch %d)', start, exp.batcher.epoch, exp.batcher.index
+      )
+    if exp.is_main:
+      (exp.workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+    self.start_step = int(state.step)
+    logging.info(
+      'model: %s parameters; %d steps per epoch; training to step %d on %d device(s)',
+      f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
+      exp.batcher.batches_per_epoch,
+      exp.total_steps,
+      devices.total,
+    )
+    self.train_fn, self.eval_fn = compile_steps(
+      exp.model, tx, devices, config.train.label_smoothing
+    )
+    self.report = reporting.Reporter(
+      exp.workdir, enabled=exp.is_main, total_steps=exp.total_steps, initial_step=self.start_step
+    )
+    self.state = devices.replicate(state)
+
+  def train(self, step: int, batch: Any) -> None:
+    """One step on a (sharded) batch; `step` is the step it makes."""
+    self.state, metrics = self.train_fn(self.state, batch, self.dropout_key)
+    self.report.step_metrics(step, metrics)
+
+  def flush(self, step: int) -> None:
+    bad = self.report.flush(step, epoch=self.exp.batcher.epoch)
+    if bad is not None:
+      raise TrainingError(
+        f'the training loss became {bad[1]} at step {bad[0]}; '
+        'lower train.learning_rate or check the data'
+      )
+
+  def save(self, step: int, is_best: bool = False) -> None:
+    meta = {**self.exp.checkpoint_meta(), 'best_bleu': self.best_bleu}
+    host = jax.device_get(self.exp.devices.unreplicate(self.state))
+    self.ckpts.save(step, host, meta, best=is_best)
+
+  def evaluate(self, step: int) -> dict[str, float]:
+    """Validation loss, accuracy, BLEU and chrF; a better BLEU saves the best checkpoint."""
+    exp, ecfg = self.exp, self.exp.config.eval
+    (record,) = evaluation.evaluate_loss(
+      self.eval_fn, self.state.params, exp.val_batcher, exp.devices
+    )
+    bleu, samples = evaluation.evaluate_bleu(
+      exp.greedy_fn,
+      exp.devices.unreplicate(self.state).params,
+      exp.data,
+      max_sentences=ecfg.bleu_sentences,
+      batch_size=ecfg.decode_batch_size,
+      num_samples=ecfg.num_samples,
+    )
+    record = {**record, 'val_bleu': bleu['bleu'], 'val_chrf': bleu['chrf']}
+    self.report.eval(step, record, samples)
+    if distributed.main_decides(bleu['bleu'] > self.best_bleu):
+      self.best_bleu = bleu['bleu']
+      self.save(step, is_best=True)
+    return record
+
+  def close(self) -> None:
+    self.ckpts.wait()
+    self.ckpts.close()
+    self.report.close()
+
+  def finish(self, result: dict[str, Any], last_eval: dict[str, float]) -> dict[str, Any]:
+    """Prints the config's examples; writes `result.json`."""
+    exp = self.exp
+    result = {**result, **last_eval}
+    if exp.is_main:
+      params = exp.devices.unreplicate(self.state).params
+      evaluation.print_examples(exp.config, exp.data, exp.greedy_fn, params)
+      (exp.workdir / 'result.json').write_text(json.dumps(result, indent=2))
+    return result
