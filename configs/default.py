@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout = 0.2
   config.model.decoder = 'attention'  # 'attention' (Bahdanau) or 'plain' (the seed's)
   config.model.cell = 'gru'  # recurrent cell: 'gru' (the seed) or 'lstm' (PyTorch's equations)
+  config.model.bidirectional = False  # the encoder reads each source both ways
   config.model.dtype = 'bfloat16'  # matmul inputs: 'bfloat16' (f32 accumulation) or 'float32'
   config.model.unroll = 1  # time steps per scan iteration (0: whole sequences, no loop)
 
@@ -63,6 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 0  # 0: once per epoch
   config.train.keep_checkpoints = 3
   config.train.time_budget_s = 0  # > 0: stop cleanly after this many seconds
+  config.train.patience = 0  # > 0: stop after this many evaluations without a better BLEU
+  config.train.grad_accum_steps = 1  # > 1: micro-batches of batch_size / K, one update
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256

@@ -319,3 +319,30 @@ def test_init_state_shapes_do_not_depend_on_batch_shape() -> None:
   a, b = shapes((2, 4)), shapes((3, 7))
   assert jax.tree.map(lambda x: x.shape, a) == jax.tree.map(lambda x: x.shape, b)
   assert a.step.shape == () and a.step.dtype == jnp.int32
+
+
+def test_gradient_accumulation_equals_the_big_batch(tiny: Tiny) -> None:
+  """K micro-batches of B/K rows give the update of one batch of B rows (no dropout):
+  same parameters after two Adam steps with clipping, same metric sums. The rows' real
+  token counts differ between micro-batches, so a per-micro-batch mean would not match."""
+  tx = steps.make_optimizer(learning_rate=0.01, grad_clip=1.0)
+  state = steps.TrainState(
+    step=jnp.asarray(0, jnp.int32), params=tiny.params, opt_state=tx.init(tiny.params)
+  )
+  batch = jax.tree.map(jnp.asarray, _reverse_batch(24, seed=6))
+  results = {}
+  for k in (1, 4):
+    s, step = state, _jit_step(tiny.model, tx, grad_accum_steps=k)
+    for _ in range(2):
+      s, metrics = step(s, batch, _key(0))
+    results[k] = (s, metrics)
+  (one, m1), (acc, m4) = results[1], results[4]
+  assert int(acc.step) == 2
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(acc.params), strict=True):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+  for key in ('loss', 'correct', 'tokens', 'grad_norm'):
+    np.testing.assert_allclose(m4[key], m1[key], rtol=1e-5)
+  moved = jax.tree.leaves(
+    jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), one.params, state.params)
+  )
+  assert max(moved) > 1e-3  # the steps did move the parameters

@@ -33,6 +33,7 @@ class Experiment:
   total_steps: int
   signature: dict  # what a checkpoint must match to be resumed
   greedy_fn: Any  # compiled greedy decoding (params, src, src_len) -> ids
+  grad_accum_steps: int = 1  # micro-batches summed into one optimizer step
 
   @property
   def is_main(self) -> bool:
@@ -101,6 +102,15 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Experimen
   devices = distributed.Devices.current()
   devices.check_divides('train.batch_size', config.train.batch_size)
   devices.check_divides('eval.batch_size', config.eval.batch_size)
+  accum = int(config.train.get('grad_accum_steps', 1))
+  if accum < 1:
+    raise ValueError(f'train.grad_accum_steps must be at least 1, got {accum}')
+  if config.train.batch_size % (devices.total * accum):
+    raise ValueError(
+      f'train.batch_size={config.train.batch_size} does not split into '
+      f'train.grad_accum_steps={accum} micro-batches on each of {devices.total} device(s); '
+      f'use a multiple of {devices.total * accum}'
+    )
   data = distributed.main_first(
     lambda: input_pipeline.prepare(config.data, str(workdir_path) if devices.is_main else None)
   )
@@ -126,4 +136,5 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Experimen
       config.data.tokenizer,
     ),
     greedy_fn=greedy_search.make_greedy(model, data.max_len),
+    grad_accum_steps=accum,
   )

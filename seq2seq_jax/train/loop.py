@@ -8,7 +8,9 @@ pieces (`experiment.prepare`), builds the run (`single.SingleRun`, or a
   every log interval  run.flush(step)         metrics out; a non-finite loss stops
   every evaluation    run.evaluate(step)      val loss/BLEU; the best checkpoint
   every checkpoint    run.save(step)          latest checkpoint (exact resume)
-  after each step     stop?                   a signal or the time budget, agreed by all
+  after each step     stop?                   a signal, the time budget (agreed by all
+                                              processes) or train.patience evaluations
+                                              without a better BLEU
   at the end          evaluate, save, close, run.finish(...)   result.json, examples
 
 A run resumes itself from its workdir when it is built. A new training feature that
@@ -32,6 +34,7 @@ class Run(Protocol):
   """What the loop drives (`single.SingleRun`, `population_run.PopulationRun`)."""
 
   start_step: int
+  evals_since_best: int  # evaluations without a better validation BLEU (saved, restored)
 
   def train(self, step: int, batch: Any) -> None: ...
   def flush(self, step: int) -> None: ...
@@ -105,38 +108,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   total_steps = exp.total_steps
   eval_every = tcfg.eval_every_steps or batcher.batches_per_epoch
   ckpt_every = tcfg.checkpoint_every_steps or batcher.batches_per_epoch
+  patience = int(tcfg.get('patience', 0))
+  if patience < 0:
+    raise ValueError(f'train.patience must be 0 (off) or positive, got {patience}')
   side = _SideTime()
 
-  t_start, step, last_eval = time.monotonic(), run.start_step, None
-  stop_reason = None
+  def early_stop() -> str | None:  # the same on every process: main decides the best
+    if patience and run.evals_since_best >= patience:
+      return f'no better validation BLEU in {run.evals_since_best} evaluations (train.patience)'
+    return None
+
+  t_start, step, last_eval, last_eval_step = time.monotonic(), run.start_step, None, None
+  stop_reason = early_stop()  # a resumed run that had already stopped early
   with StopSignal() as stop:
     batches = iter(batcher)
-    while step < total_steps:
+    while step < total_steps and not stop_reason:
       batch = next(batches)
       step += 1
       run.train(step, exp.devices.shard(batch))
       if step % tcfg.log_every_steps == 0 or step == total_steps:
         run.flush(step)
       if step % eval_every == 0 and step < total_steps:
-        last_eval = side(run.evaluate, step)
+        last_eval, last_eval_step = side(run.evaluate, step), step
       if step % ckpt_every == 0:
         side(run.save, step)
-      stop_reason = stop.reason(step, tcfg.time_budget_s, tcfg.log_every_steps)
-      if stop_reason:
-        break
+      stop_reason = early_stop() or stop.reason(step, tcfg.time_budget_s, tcfg.log_every_steps)
 
-    # Final evaluation and checkpoint (also after a signal or the time budget).
+    # Final evaluation and checkpoint (also after a signal, the time budget or patience).
     run.flush(step)
-    if step > run.start_step or last_eval is None:
+    if last_eval_step != step:
       last_eval = side(run.evaluate, step)
     side(run.save, step)
     run.close()
   elapsed = time.monotonic() - t_start
   if stop_reason:
+    resumable = early_stop() is None  # an early stop is final; a signal or budget is not
     logging.warning(
-      'stopped at step %d: %s; the checkpoint is saved, rerun the same command to resume',
+      'stopped at step %d: %s; the checkpoint is saved%s',
       step,
       stop_reason,
+      ', rerun the same command to resume' if resumable else '',
     )
   logging.info(
     'trained %d steps in %.1f s (%.1f s of training steps, compilation included; %.1f s '

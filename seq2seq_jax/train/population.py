@@ -170,6 +170,7 @@ def population_train_step(
   label_smoothing: float = 0.0,
   axis_name: str | None = None,
   chunk: int = 0,
+  grad_accum_steps: int = 1,
 ) -> tuple[steps.TrainState, steps.Metrics]:
   """`steps.train_step` for every member on the same batch, in one program. Pure.
 
@@ -188,6 +189,7 @@ def population_train_step(
       tx=scale_updates(tx, lr),
       label_smoothing=label_smoothing,
       axis_name=axis_name,
+      grad_accum_steps=grad_accum_steps,
     )
 
   size = learning_rates.shape[0]
@@ -215,6 +217,7 @@ def compile_population_steps(
   devices: distributed.Devices,
   label_smoothing: float = 0.0,
   chunk: int = 0,
+  grad_accum_steps: int = 1,
 ) -> tuple[Any, Any]:
   """Jitted (one device) or pmapped (the members' vmap inside pmap) population steps; the
   states' buffers are donated. Under pmap the states are replicated, the batch is sharded
@@ -227,6 +230,7 @@ def compile_population_steps(
     label_smoothing=label_smoothing,
     axis_name=axis,
     chunk=chunk,
+    grad_accum_steps=grad_accum_steps,
   )
   evaluate = functools.partial(population_eval_step, model=model, axis_name=axis, chunk=chunk)
   if devices.parallel:

@@ -60,8 +60,9 @@ def _resume(
   states: steps.TrainState,
   signature: dict,
 ) -> tuple[steps.TrainState, list[dict], dict | None]:
-  """(stacked states, each member's best BLEU and step, the data position) from the last
-  step every member saved; the fresh states and no position when nothing was saved."""
+  """(stacked states, each member's best BLEU and step, the checkpoint's meta with the
+  data position) from the last step every member saved; the fresh states and no meta
+  when nothing was saved."""
   best = [{'bleu': -1.0, 'step': None} for _ in members]
   start = _common_step(ckpts)
   if start is None:
@@ -78,7 +79,7 @@ def _resume(
     _, state, meta = c.restore(str(start), population.unstack(states, m.index))
     restored.append(state)
     best[m.index] = {'bleu': meta.get('best_bleu', -1.0), 'step': meta.get('best_step')}
-  return population.stack(restored), best, meta['position']
+  return population.stack(restored), best, meta
 
 
 class PopulationRun:
@@ -101,7 +102,10 @@ class PopulationRun:
     ]
 
     # Resume: every member from the last step they all saved.
-    states, self.best, position = _resume(self.members, self.ckpts, states, exp.signature)
+    states, self.best, meta = _resume(self.members, self.ckpts, states, exp.signature)
+    # Evaluations in which no member's BLEU improved (early stopping).
+    self.evals_since_best = meta.get('evals_since_best', 0) if meta else 0
+    position = meta['position'] if meta else None
     if position is not None:
       exp.batcher.restore(position)
       logging.info('resumed the population of %d from step %d', self.size, int(states.step[0]))
@@ -120,7 +124,7 @@ class PopulationRun:
     )
     chunk = population.resolve_chunk(int(config.population.get('chunk', -1)))
     self.train_fn, self.eval_fn = population.compile_population_steps(
-      exp.model, tx, devices, config.train.label_smoothing, chunk
+      exp.model, tx, devices, config.train.label_smoothing, chunk, exp.grad_accum_steps
     )
     self.log = reporting.PopulationLog(
       exp.workdir, self.member_dirs, enabled=exp.is_main, initial_step=self.start_step
@@ -144,6 +148,7 @@ class PopulationRun:
         'best_bleu': self.best[m.index]['bleu'],
         'best_step': self.best[m.index]['step'],
         'member': dataclasses.asdict(m),
+        'evals_since_best': self.evals_since_best,
       }
       c.save(step, population.unstack(host, m.index), meta, best=bool(is_best and is_best[m.index]))
 
@@ -178,6 +183,7 @@ class PopulationRun:
       ' '.join(f'{r["val_bleu"]:.2f}' for r in records),
     )
     self.log.plot(self.labels)
+    self.evals_since_best = 0 if any(improved) else self.evals_since_best + 1
     if any(improved):
       self.save(step, improved)
     return records

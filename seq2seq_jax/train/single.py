@@ -21,11 +21,17 @@ def compile_steps(
   tx: optax.GradientTransformation,
   devices: distributed.Devices,
   label_smoothing: float,
+  grad_accum_steps: int = 1,
 ) -> tuple[Any, Any]:
   """The jitted (or pmapped) train and eval steps; the state's buffers are donated."""
   axis = 'batch' if devices.parallel else None
   train = functools.partial(
-    steps.train_step, model=model, tx=tx, label_smoothing=label_smoothing, axis_name=axis
+    steps.train_step,
+    model=model,
+    tx=tx,
+    label_smoothing=label_smoothing,
+    axis_name=axis,
+    grad_accum_steps=grad_accum_steps,
   )
   evaluate = functools.partial(steps.eval_step, model=model, axis_name=axis)
   if devices.parallel:
@@ -53,12 +59,14 @@ class SingleRun:
       'the checkpoints seen (is the workdir shared?)', self.ckpts.latest_step()
     )
     self.best_bleu = -1.0
+    self.evals_since_best = 0  # evaluations without a better BLEU (early stopping)
     if self.ckpts.latest_step() is not None:
       _, saved = self.ckpts.read_meta('latest')
       checkpointing.check_compatible(saved['signature'], exp.signature)
       start, state, meta = self.ckpts.restore('latest', state)
       exp.batcher.restore(meta['position'])
       self.best_bleu = meta.get('best_bleu', -1.0)
+      self.evals_since_best = meta.get('evals_since_best', 0)
       logging.info(
         'resumed from step %d (epoch %d, batch %d)', start, exp.batcher.epoch, exp.batcher.index
       )
@@ -73,7 +81,7 @@ class SingleRun:
       devices.total,
     )
     self.train_fn, self.eval_fn = compile_steps(
-      exp.model, tx, devices, config.train.label_smoothing
+      exp.model, tx, devices, config.train.label_smoothing, exp.grad_accum_steps
     )
     self.report = reporting.Reporter(
       exp.workdir, enabled=exp.is_main, total_steps=exp.total_steps, initial_step=self.start_step
@@ -94,7 +102,11 @@ class SingleRun:
       )
 
   def save(self, step: int, is_best: bool = False) -> None:
-    meta = {**self.exp.checkpoint_meta(), 'best_bleu': self.best_bleu}
+    meta = {
+      **self.exp.checkpoint_meta(),
+      'best_bleu': self.best_bleu,
+      'evals_since_best': self.evals_since_best,
+    }
     host = jax.device_get(self.exp.devices.unreplicate(self.state))
     self.ckpts.save(step, host, meta, best=is_best)
 
@@ -115,8 +127,10 @@ class SingleRun:
     record = {**record, 'val_bleu': bleu['bleu'], 'val_chrf': bleu['chrf']}
     self.report.eval(step, record, samples)
     if distributed.main_decides(bleu['bleu'] > self.best_bleu):
-      self.best_bleu = bleu['bleu']
+      self.best_bleu, self.evals_since_best = bleu['bleu'], 0
       self.save(step, is_best=True)
+    else:
+      self.evals_since_best += 1
     return record
 
   def close(self) -> None:

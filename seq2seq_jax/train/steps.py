@@ -182,8 +182,15 @@ def train_step(
   tx: optax.GradientTransformation,
   label_smoothing: float = 0.0,
   axis_name: str | None = None,
+  grad_accum_steps: int = 1,
 ) -> tuple[TrainState, Metrics]:
-  """One optimizer step on the batch's mean token loss. Pure; jit or pmap it."""
+  """One optimizer step on the batch's mean token loss. Pure; jit or pmap it.
+
+  `grad_accum_steps` K > 1 splits the batch into K micro-batches of B/K rows and sums
+  their gradients in a `lax.scan` inside this one program (activations of one
+  micro-batch at a time), then takes the same optimizer step as on the whole batch:
+  the loss is still divided by the whole batch's token count. Dropout masks differ (each
+  micro-batch draws its own), everything else equals the K-times larger batch."""
   rng = jax.random.fold_in(dropout_key, state.step)
   if axis_name:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
@@ -193,13 +200,31 @@ def train_step(
   tokens = _psum(jnp.sum(batch['tgt_out'] != text.PAD_ID).astype(jnp.float32), axis_name)
   scale = 1.0 / jnp.maximum(tokens, 1.0)
 
-  def loss_fn(params: Any) -> tuple[Array, Metrics]:
+  def loss_fn(params: Any, micro: Batch, key: Array) -> tuple[Array, Metrics]:
     loss, metrics = loss_terms(
-      model, params, batch, train=True, rng=rng, label_smoothing=label_smoothing
+      model, params, micro, train=True, rng=key, label_smoothing=label_smoothing
     )
     return loss * scale, metrics
 
-  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if grad_accum_steps <= 1:
+    grads, metrics = grad_fn(state.params, batch, rng)
+  else:
+    micro_batches = jax.tree.map(
+      lambda x: x.reshape(grad_accum_steps, x.shape[0] // grad_accum_steps, *x.shape[1:]),
+      batch,
+    )
+
+    def accumulate(carry: tuple[Any, Metrics], xs: tuple[Batch, Array]) -> tuple[Any, None]:
+      micro, i = xs
+      g, m = grad_fn(state.params, micro, jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, carry, (g, m)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    zero_metrics = {k: jnp.zeros((), jnp.float32) for k in ('loss', 'correct', 'tokens')}
+    (grads, metrics), _ = jax.lax.scan(
+      accumulate, (zeros, zero_metrics), (micro_batches, jnp.arange(grad_accum_steps))
+    )
   grads, metrics = _psum((grads, metrics), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
