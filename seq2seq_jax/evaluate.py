@@ -24,7 +24,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
 flags.DEFINE_string('pairs', None, 'A file of English<TAB>French lines.')
 flags.DEFINE_string('split', None, "A TFDS split of the workdir's data (e.g. 'test').")
-flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+flags.DEFINE_string(
+  'checkpoint', 'best', "'best', 'latest', 'averaged' (seq2seq_jax.average) or a step number."
+)
 flags.DEFINE_string('output', None, 'Where to write the hypotheses (one per source).')
 flags.DEFINE_integer('batch_size', 512, 'Sentences translated together.')
 flags.DEFINE_integer('beam_size', 1, 'Beam size; 1 is greedy decoding.', lower_bound=1)

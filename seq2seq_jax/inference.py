@@ -103,6 +103,35 @@ class Translator:
       outputs.extend(out[: len(chunk)])
     return outputs
 
+  def nbest(self, sentences: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """The k best translations of each sentence with their scores (`log P / len**alpha`),
+    best first, by beam search with a beam of max(k, beam_size); [] for a blank line."""
+    if k < 1:
+      raise errors.UserError(f'--nbest must be at least 1, got {k}')
+    beam = max(k, self.beam_size)
+    if getattr(self, '_nbest_beam', None) != beam:
+      self._nbest_fn = beam_search.make_beam_search(
+        self.model, beam_size=beam, max_len=self.max_len, alpha=self.alpha
+      )
+      self._nbest_beam = beam
+    keep = [i for i, s in enumerate(sentences) if s.strip()]
+    src_ids = self.encode(sentences)
+    result: list[list[tuple[str, float]]] = [[] for _ in sentences]
+    for start in range(0, len(keep), self.batch_size):
+      rows = keep[start : start + self.batch_size]
+      size = min(self.batch_size, _round_up(len(rows)))
+      src, src_len = input_pipeline.make_source_batch(
+        [src_ids[i] for i in rows] + [[0]] * (size - len(rows)), self.max_len
+      )
+      seqs, scores = (np.asarray(x) for x in self._nbest_fn(self.params, src, src_len))
+      for j, i in enumerate(rows):
+        result[i] = [
+          (self.tgt_tok.decode(seqs[j, r]), float(scores[j, r]))
+          for r in range(k)
+          if np.isfinite(scores[j, r]) and scores[j, r] > -1e8  # a slot no hypothesis filled
+        ]
+    return result
+
   def translate(self, sentences: Sequence[str]) -> list[str]:
     """Translations, one per sentence; an empty (or blank) sentence gives ''."""
     keep = [i for i, s in enumerate(sentences) if s.strip()]
@@ -136,6 +165,18 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
+def abstract_state(config: ml_collections.ConfigDict, model: models.EncoderDecoder) -> Any:
+  """The shapes and dtypes of a workdir's `TrainState` (the tree Orbax restores into)."""
+  tx = steps.make_optimizer(
+    learning_rate=1.0,
+    grad_clip=config.train.grad_clip,
+    schedule=config.train.schedule,
+    warmup_steps=config.train.warmup_steps,
+    weight_decay=config.train.weight_decay,
+  )
+  return jax.eval_shape(lambda: steps.init_state(model, tx, jax.random.key(0)))
+
+
 def load(
   workdir: str | Path,
   checkpoint: str = 'best',
@@ -161,15 +202,7 @@ def load(
     model_cfg, src_tok.vocab_size, tgt_tok.vocab_size, config.data.tokenizer
   )
   checkpointing.check_compatible(meta['signature'], signature)
-  tx = steps.make_optimizer(
-    learning_rate=1.0,
-    grad_clip=config.train.grad_clip,
-    schedule=config.train.schedule,
-    warmup_steps=config.train.warmup_steps,
-    weight_decay=config.train.weight_decay,
-  )
-  abstract = jax.eval_shape(lambda: steps.init_state(model, tx, jax.random.key(0)))
-  step, state, meta = ckpts.restore(checkpoint, abstract)
+  step, state, meta = ckpts.restore(checkpoint, abstract_state(config, model))
   ckpts.close()
   return Translator(
     model,

@@ -11,37 +11,69 @@ logs, warnings and the prompt go to standard error. A line longer than the model
 maximum length is translated from its first tokens, with a warning.
 
 `--beam_size=K` (K > 1) decodes with beam search, scoring hypotheses by
-`log P / length**alpha`; `--plot_attention=PLOTDIR` writes a heatmap of the attention
-weights per sentence (models with the attention decoder).
+`log P / length**alpha`; `--nbest=K` writes one JSON object per input line instead, with
+its K best translations and their scores; `--plot_attention=PLOTDIR` writes a heatmap of
+the attention weights per sentence (models with the attention decoder).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from seq2seq_jax import errors, inference
+from seq2seq_jax.train import reporting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
-flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+flags.DEFINE_string(
+  'checkpoint', 'best', "'best', 'latest', 'averaged' (seq2seq_jax.average) or a step number."
+)
 flags.DEFINE_integer('batch_size', 256, 'Sentences translated together.', lower_bound=1)
 flags.DEFINE_integer('beam_size', 1, 'Beam size; 1 is greedy decoding.', lower_bound=1)
 flags.DEFINE_float('alpha', 0.75, 'Length normalisation of beam search: logP / len**alpha.')
 flags.DEFINE_string(
   'plot_attention', None, 'Write an attention heatmap per sentence into this directory.'
 )
+flags.DEFINE_integer(
+  'nbest',
+  0,
+  'Write the K best translations of each line as one JSON object per line '
+  '({"source", "hypotheses": [{"translation", "score"}, ...]}) instead of plain text.',
+  lower_bound=0,
+)
 flags.mark_flag_as_required('workdir')
 
 TranslateFn = Callable[[Sequence[str]], list[str]]
 
 
-def make_translate_fn(translator: inference.Translator, plot_dir: str | None) -> TranslateFn:
+def make_translate_fn(
+  translator: inference.Translator, plot_dir: str | None, nbest: int = 0
+) -> TranslateFn:
   """Sentences -> translations; with `plot_dir`, also writes their attention heatmaps (and
-  fails at once, with a one-line error, when the model has no attention)."""
+  fails at once, with a one-line error, when the model has no attention); with `nbest`,
+  each output line is a JSON object with the K best translations and their scores."""
+  if nbest:
+    if plot_dir:
+      raise errors.UserError('--nbest and --plot_attention do not go together')
+
+    def lines(sentences: Sequence[str]) -> list[str]:
+      return [
+        json.dumps(
+          {
+            'source': s,
+            'hypotheses': [{'translation': t, 'score': round(p, 6)} for t, p in hyps],
+          },
+          ensure_ascii=False,
+        )
+        for s, hyps in zip(sentences, translator.nbest(sentences, nbest), strict=True)
+      ]
+
+    return lines
   if not plot_dir:
     return translator.translate
   from seq2seq_jax import attention_plot  # matplotlib only when plotting
@@ -85,21 +117,9 @@ def translate_stream(translate_fn: TranslateFn, lines: Sequence[str], stdout: Te
   stdout.flush()
 
 
-def _quiet_logs() -> None:
-  """Only warnings and errors on stderr, and none of Orbax's read-only-mode notices."""
-  import logging as py_logging
-
-  class _Filter(py_logging.Filter):
-    def filter(self, record: py_logging.LogRecord) -> bool:
-      return record.levelno >= py_logging.ERROR or '/orbax/' not in record.pathname
-
-  logging.set_verbosity(logging.WARNING)
-  logging.get_absl_handler().addFilter(_Filter())
-
-
 def main(argv: list[str]) -> None:
   sentences = argv[1:]
-  _quiet_logs()
+  reporting.quiet_cli_logs()
   with errors.one_line_errors('translate'):
     translator = inference.load(
       FLAGS.workdir,
@@ -108,7 +128,7 @@ def main(argv: list[str]) -> None:
       beam_size=FLAGS.beam_size,
       alpha=FLAGS.alpha,
     )
-    translate_fn = make_translate_fn(translator, FLAGS.plot_attention)
+    translate_fn = make_translate_fn(translator, FLAGS.plot_attention, FLAGS.nbest)
     if sentences:
       translate_stream(translate_fn, sentences, sys.stdout)
     elif sys.stdin.isatty():

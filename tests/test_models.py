@@ -392,3 +392,66 @@ def test_build_model_fields() -> None:
     decoder='attention',
   )
   assert isinstance(attention.decoder, models.Seq2SeqAttentionDecoder)
+
+
+def test_reverse_within_length_keeps_padding_in_place() -> None:
+  x = jnp.arange(2 * 5).reshape(2, 5)[..., None]  # [batch, time, 1]
+  got = recurrent.reverse_within_length(x, jnp.array([3, 5]))[..., 0]
+  np.testing.assert_array_equal(got, [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]])
+  np.testing.assert_array_equal(
+    recurrent.reverse_within_length(
+      recurrent.reverse_within_length(x, jnp.array([3, 5])), jnp.array([3, 5])
+    ),
+    x,
+  )
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+def test_bidirectional_encoder_is_padding_invariant_and_reads_backwards(cell: str) -> None:
+  """model.bidirectional: the backward layers reverse each source within its own length,
+  so padding (with junk ids past the end) changes nothing; the first position's output
+  depends on the last real token (a forward-only encoder's cannot); the decoder sees the
+  usual sizes ([layers, batch, hidden] states, hidden-sized outputs)."""
+  model = models.build_model(
+    src_vocab_size=V,
+    tgt_vocab_size=V + 1,
+    embed_size=E,
+    num_hiddens=H,
+    num_layers=L,
+    decoder='attention',
+    cell=cell,
+    bidirectional=True,
+  )
+  ids = jnp.ones((2, 4), jnp.int32)
+  params = jax.jit(model.init)(jax.random.key(0, impl='unsafe_rbg'), ids, jnp.array([4, 2]), ids)
+  params = params['params']
+  assert params['encoder']['output_proj']['kernel'].shape == (2 * H, H)
+
+  @jax.jit
+  def run(src: Array, src_len: Array, tgt_in: Array) -> tuple:
+    def body(m: models.EncoderDecoder) -> tuple:
+      outputs, state = m.encoder(src, src_len)
+      return outputs, state, m(src, src_len, tgt_in)
+
+    return model.apply({'params': params}, method=body)
+
+  src_len = jnp.array([3, 5, 1, 4])
+  real5 = jnp.arange(5)[None] < src_len[:, None]
+  short = jnp.where(real5, _ids(0, (BATCH, 5)), 0)
+  real9 = jnp.arange(STEPS)[None] < src_len[:, None]
+  long = jnp.where(real9, jnp.pad(short, ((0, 0), (0, 4))), _ids(1, (BATCH, STEPS)))
+  tgt_in = _ids(2, (BATCH, TGT_STEPS))
+  out5, state5, logits5 = run(short, src_len, tgt_in)
+  out9, state9, logits9 = run(long, src_len, tgt_in)
+  h5, h9 = (s[0] if cell == 'lstm' else s for s in (state5, state9))
+  assert out9.shape == (BATCH, STEPS, H) and h9.shape == (L, BATCH, H)
+  for a, b in zip(jax.tree.leaves(state5), jax.tree.leaves(state9), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  mask = np.asarray(real5)
+  np.testing.assert_allclose(np.asarray(out5)[mask], np.asarray(out9)[:, :5][mask], atol=1e-6)
+  np.testing.assert_allclose(logits5, logits9, atol=1e-5)
+  # Another last real token (row 1 has 5): the first position's output changes.
+  changed = short.at[1, 4].set((short[1, 4] + 1) % V)
+  out_changed, _, _ = run(changed, src_len, tgt_in)
+  assert float(jnp.abs(out_changed[1, 0] - out5[1, 0]).max()) > 1e-4
+  np.testing.assert_allclose(out_changed[0], out5[0], atol=1e-6)  # other rows untouched

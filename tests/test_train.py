@@ -296,3 +296,53 @@ def test_sentencepiece_with_length_buckets(data_dir: Path, tmp_path: Path) -> No
   out = translator.translate(['I see the cat.', ''])
   assert len(out) == 2 and out[1] == '' and isinstance(out[0], str)
   assert translator.max_len >= 8  # subword sequences of these pairs
+
+
+def test_patience_stops_early_and_stays_stopped(data_dir: Path, tmp_path: Path) -> None:
+  """train.patience=1: a run whose validation BLEU cannot improve (a learning rate too
+  small to change a translation) stops at the second evaluation; run again, it resumes,
+  sees the stop it saved and trains no further."""
+  config = tiny_config(data_dir, num_epochs=10, eval_every_steps=2, patience=1, learning_rate=1e-9)
+  config.train.schedule = 'constant'
+  result = loop.train_and_evaluate(config, str(tmp_path))
+  assert result['step'] == 4, result  # evaluations at 2 (the first best) and 4 (no better)
+  assert 'train.patience' in result['stopped']
+  evals = [
+    json.loads(line)['step']
+    for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()
+    if 'val_bleu' in line
+  ]
+  assert evals == [2, 4]  # the stop step is not evaluated twice
+  again = loop.train_and_evaluate(config, str(tmp_path))
+  assert again['step'] == 4 and 'train.patience' in again['stopped']
+  assert checkpointing.Checkpoints(tmp_path, read_only=True).latest_step() == 4
+
+
+def test_checkpoint_averaging(trained: tuple[Path, dict], tmp_path: Path) -> None:
+  """`average`: identical trees average to themselves bit for bit; the averaged checkpoint
+  of the last 2 steps (4 and 8) is their mean and loads as --checkpoint=averaged."""
+  import shutil
+
+  from seq2seq_jax import average, inference
+
+  tree = {'a': np.float32([0.1, 0.7, -3.3]), 'b': {'c': np.float32(2.5)}}
+  same = average.average_trees([tree, tree, tree])
+  for x, y in zip(jax.tree.leaves(same), jax.tree.leaves(tree), strict=True):
+    np.testing.assert_array_equal(x, y)
+    assert x.dtype == y.dtype
+  workdir = tmp_path / 'w'
+  shutil.copytree(trained[0], workdir)
+  with pytest.raises(average.errors.UserError, match='keep_checkpoints'):
+    average.average_checkpoints(workdir, 5)
+  with pytest.raises(checkpointing.CheckpointError, match='seq2seq_jax.average'):
+    inference.load(workdir, checkpoint='averaged')
+  done = average.average_checkpoints(workdir, 2)
+  assert done['step'] == 8 and done['averaged_steps'] == [4, 8]
+  steps_params = [inference.load(workdir, checkpoint=str(s)).params for s in (4, 8)]
+  averaged = inference.load(workdir, checkpoint='averaged')
+  assert averaged.step == 8
+  for got, a, b in zip(
+    *(jax.tree.leaves(p) for p in (averaged.params, *steps_params)), strict=True
+  ):
+    np.testing.assert_allclose(got, (np.float64(a) + np.float64(b)) / 2, rtol=1e-6)
+  assert averaged.translate(['I see the cat.'])  # it translates

@@ -5,6 +5,7 @@ unknown, undecodable and very long lines, and beam search through the command li
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import io
 import json
 import os
@@ -165,3 +166,49 @@ def test_many_long_lines_are_named_then_counted(translator, capsys: pytest.Captu
   assert err[-1] == (
     f'warning: 8 of 9 lines in all had more than {translator.max_len} tokens and were cut'
   )
+
+
+def test_nbest_lines_hold_k_scored_hypotheses(translator) -> None:  # noqa: ANN001
+  """--nbest=3: one JSON object per input line, its hypotheses best first; the first is
+  what beam search with the same beam translates; a blank line has none."""
+  import json
+
+  lines = translate.make_translate_fn(translator, None, nbest=3)(
+    ['I see the cat.', '', 'We like a book.']
+  )
+  objects = [json.loads(line) for line in lines]
+  assert [o['source'] for o in objects] == ['I see the cat.', '', 'We like a book.']
+  assert objects[1]['hypotheses'] == []
+  beam3 = dataclasses.replace(translator, beam_size=3)
+  for o, best in zip(
+    [objects[0], objects[2]], beam3.translate(['I see the cat.', 'We like a book.']), strict=True
+  ):
+    scores = [h['score'] for h in o['hypotheses']]
+    assert 1 <= len(scores) <= 3 and scores == sorted(scores, reverse=True)
+    assert o['hypotheses'][0]['translation'] == best
+  with pytest.raises(errors.UserError, match='do not go together'):
+    translate.make_translate_fn(translator, '/tmp/plots', nbest=2)
+
+
+@pytest.mark.parametrize('beam_size', [1, 3])
+def test_a_translation_does_not_depend_on_its_batch(translator, beam_size: int) -> None:  # noqa: ANN001
+  """The same sentence, the same output: alone, in batches of other sizes and company,
+  in any order (greedy and beam)."""
+  import random
+
+  t = dataclasses.replace(translator, beam_size=beam_size, batch_size=16)
+  pool = [
+    f'{s} {v} {o}.'
+    for s in ('I', 'You', 'He', 'We')
+    for v in ('see', 'like')
+    for o in ('the cat', 'a book', 'the car')
+  ]
+  alone = {s: t.translate([s])[0] for s in pool[:6]}
+  rng = random.Random(0)
+  for size in (5, 16, 24):  # shapes 8, 16 and two batches (16 + 8)
+    batch = rng.sample(pool, size)
+    for s, out in zip(batch, t.translate(batch), strict=True):
+      if s in alone:
+        assert out == alone[s], (size, s)
+  both = t.translate(pool[:6]) == t.translate(pool[:6][::-1])[::-1]
+  assert both

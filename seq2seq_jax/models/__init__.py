@@ -49,6 +49,7 @@ def build_model(
   cell: str = 'gru',
   dtype: str = 'float32',
   unroll: int = 1,
+  bidirectional: bool = False,
 ) -> EncoderDecoder:
   """The seq2seq model from plain hyperparameters (`build_model(**config.model, ...)`)."""
   if cell not in CELLS:
@@ -78,6 +79,6 @@ def build_model(
     cell=cell,
   )
   return EncoderDecoder(
-    encoder=Seq2SeqEncoder(vocab_size=src_vocab_size, **common),
+    encoder=Seq2SeqEncoder(vocab_size=src_vocab_size, bidirectional=bool(bidirectional), **common),
     decoder=DECODERS[decoder](vocab_size=tgt_vocab_size, **common),
   )

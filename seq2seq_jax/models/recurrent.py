@@ -147,3 +147,12 @@ def carry_hidden(cell: str, carry: Any) -> Array:
 def layer_carry(state: Any, i: int) -> Any:
   """Layer i's carry from the encoder's stacked final state."""
   return jax.tree.map(lambda s: s[i], state)
+
+
+def reverse_within_length(x: Array, lengths: Array) -> Array:
+  """Each row's first `length` steps reversed, its padding left in place: x [batch, time,
+  ...]. Its own inverse, so it also maps a backward layer's outputs back in time."""
+  time = jnp.arange(x.shape[1])[None, :]
+  index = jnp.where(time < lengths[:, None], lengths[:, None] - 1 - time, time)
+  index = index.reshape(index.shape + (1,) * (x.ndim - 2))
+  return jnp.take_along_axis(x, index, axis=1)

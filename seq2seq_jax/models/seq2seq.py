@@ -20,7 +20,13 @@ import jax
 import jax.numpy as jnp
 
 from seq2seq_jax.models import ops
-from seq2seq_jax.models.recurrent import CELLS, carry_hidden, layer_carry, zero_carry
+from seq2seq_jax.models.recurrent import (
+  CELLS,
+  carry_hidden,
+  layer_carry,
+  reverse_within_length,
+  zero_carry,
+)
 
 Array = jax.Array
 Dtype = Any
@@ -85,16 +91,28 @@ class Seq2SeqEncoder(Encoder):
   dtype: Dtype = jnp.float32
   unroll: int = 1
   cell: str = 'gru'  # 'gru' or 'lstm'
+  bidirectional: bool = False
 
   def setup(self) -> None:
     self.embedding = nn.Embed(
       self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
     )
-    self.layers = [
-      CELLS[self.cell][0](self.num_hiddens, dtype=self.dtype, unroll=self.unroll)
-      for _ in range(self.num_layers)
-    ]
+    layer, h = CELLS[self.cell][0], self.num_hiddens
+    self.layers = [layer(h, dtype=self.dtype, unroll=self.unroll) for _ in range(self.num_layers)]
     self.drop = nn.Dropout(self.dropout)
+    if self.bidirectional:
+      # Each layer reads its input both ways; the next layer reads both outputs [fwd; bwd].
+      # The decoder keeps its sizes: the top outputs and each layer's final states are
+      # projected from 2 hidden to hidden (tanh on h, as the paper's s_0 = tanh(W h_1)).
+      self.backward_layers = [
+        layer(h, dtype=self.dtype, unroll=self.unroll) for _ in range(self.num_layers)
+      ]
+      self.output_proj = ops.dense(h, 2 * h, dtype=self.dtype)
+      parts = 2 if self.cell == 'lstm' else 1  # a bridge for h (and for c)
+      self.bridges = [
+        [ops.dense(h, 2 * h, dtype=self.dtype) for _ in range(parts)]
+        for _ in range(self.num_layers)
+      ]
 
   def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> tuple[Array, Array]:
     """src: [batch, time] ids; src_len: [batch]. Returns outputs [batch, time, hidden] and
@@ -107,9 +125,25 @@ class Seq2SeqEncoder(Encoder):
     for i, layer in enumerate(self.layers):
       if i > 0:
         x = self.drop(x, deterministic=not train)
-      x, h = layer(x, zero_carry(self.cell, batch, self.num_hiddens), mask)
+      carry0 = zero_carry(self.cell, batch, self.num_hiddens)
+      out, h = layer(x, carry0, mask)
+      if self.bidirectional:
+        back, h_back = self.backward_layers[i](reverse_within_length(x, src_len), carry0, mask)
+        out = jnp.concatenate([out, reverse_within_length(back, src_len)], axis=-1)
+        h = self._bridge(i, h, h_back)
+      x = out
       states.append(h)
+    if self.bidirectional:
+      x = self.output_proj(x).astype(jnp.float32)
     return x, jax.tree.map(lambda *s: jnp.stack(s), *states)
+
+  def _bridge(self, i: int, fwd: Any, back: Any) -> Any:
+    """Layer i's decoder initial state from its final forward and backward states."""
+    if self.cell == 'lstm':
+      (hf, cf), (hb, cb) = fwd, back
+      h = jnp.tanh(self.bridges[i][0](jnp.concatenate([hf, hb], -1)).astype(jnp.float32))
+      return h, self.bridges[i][1](jnp.concatenate([cf, cb], -1)).astype(jnp.float32)
+    return jnp.tanh(self.bridges[i][0](jnp.concatenate([fwd, back], -1)).astype(jnp.float32))
 
 
 class Seq2SeqDecoder(Decoder):

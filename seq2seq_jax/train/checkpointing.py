@@ -1,5 +1,6 @@
 """Orbax checkpoints: the latest K in `checkpoints/latest/`, the best by validation BLEU in
-`checkpoints/best/`, each step a directory holding the train state and a JSON record
+`checkpoints/best/`, an average of the last K (`python -m seq2seq_jax.average`) in
+`checkpoints/averaged/`, each step a directory holding the train state and a JSON record
 (data position, best score, the model's shape) that makes resuming and translating
 self-checking.
 
@@ -18,7 +19,7 @@ import orbax.checkpoint as ocp
 
 from seq2seq_jax import errors
 
-CheckpointChoice = str  # 'best' | 'latest' | a step number
+CheckpointChoice = str  # 'best' | 'latest' | 'averaged' | a step number
 
 
 class CheckpointError(errors.UserError):
@@ -46,8 +47,32 @@ class Checkpoints:
     root = Path(workdir) / 'checkpoints'
     if read_only and not root.is_dir():
       raise CheckpointError(f'no checkpoints in {workdir} (looked for {root})')
+    self.root, self.read_only = root, read_only
     self.latest = _manager(root / 'latest', keep, read_only)
     self.best = _manager(root / 'best', 1, read_only)
+    self._averaged: ocp.CheckpointManager | None = None
+
+  @property
+  def averaged(self) -> ocp.CheckpointManager:
+    """`checkpoints/averaged/` (made on first use: training never writes it)."""
+    if self._averaged is None:
+      path = self.root / 'averaged'
+      if self.read_only and not path.is_dir():
+        raise CheckpointError(
+          f'no averaged checkpoint in {self.root.parent}; make one with '
+          f'python -m seq2seq_jax.average --workdir={self.root.parent} --last=K'
+        )
+      self._averaged = _manager(path, 1, self.read_only)
+    return self._averaged
+
+  def save_averaged(self, step: int, state: Any, meta: dict) -> None:
+    """Replaces the averaged checkpoint (one is kept) with `state` at `step`."""
+    manager = self.averaged
+    if step in manager.all_steps():
+      manager.delete(step)
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    manager.save(step, args=args)
+    manager.wait_until_finished()
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -66,9 +91,17 @@ class Checkpoints:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+    if self._averaged is not None:
+      self._averaged.close()
 
   def resolve(self, choice: CheckpointChoice) -> tuple[ocp.CheckpointManager, int]:
-    """'best' (falls back to latest when no best was saved), 'latest' or a step."""
+    """'best' (falls back to latest when no best was saved), 'latest', 'averaged' or a
+    step."""
+    if choice == 'averaged':
+      step = self.averaged.latest_step()
+      if step is None:
+        raise CheckpointError('the averaged checkpoint directory is empty; run seq2seq_jax.average')
+      return self.averaged, step
     if choice == 'best':
       step = self.best.latest_step()
       if step is not None:
@@ -83,7 +116,7 @@ class Checkpoints:
       step = int(choice)
     except ValueError:
       raise CheckpointError(
-        f"--checkpoint must be 'best', 'latest' or a step, got {choice!r}"
+        f"--checkpoint must be 'best', 'latest', 'averaged' or a step, got {choice!r}"
       ) from None
     for manager in (self.latest, self.best):
       if step in manager.all_steps():
@@ -125,12 +158,17 @@ def signature(model_cfg: dict, src_vocab_size: int, tgt_vocab_size: int, tokeniz
   }
 
 
+# Model fields added after checkpoints were first written: an older checkpoint, which does
+# not name them, was trained with these values.
+LATER_FIELDS = {'bidirectional': False}
+
+
 def check_compatible(saved: dict, current: dict) -> None:
   """Fails with a clear message when a checkpoint's model shape differs from the config's."""
   diffs = [
-    f'{k}: checkpoint {saved.get(k)!r} vs config {v!r}'
+    f'{k}: checkpoint {saved.get(k, LATER_FIELDS.get(k))!r} vs config {v!r}'
     for k, v in current.items()
-    if saved.get(k) != v
+    if saved.get(k, LATER_FIELDS.get(k)) != v
   ]
   if diffs:
     raise CheckpointError(

@@ -30,6 +30,19 @@ def quiet_library_logs() -> None:
   logging.get_absl_handler().addFilter(_Filter())
 
 
+def quiet_cli_logs() -> None:
+  """For the command-line tools: only warnings and errors on stderr, and none of Orbax's
+  read-only-mode notices."""
+  import logging as py_logging
+
+  class _Filter(py_logging.Filter):
+    def filter(self, record: py_logging.LogRecord) -> bool:
+      return record.levelno >= py_logging.ERROR or '/orbax/' not in record.pathname
+
+  logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().addFilter(_Filter())
+
+
 class Reporter:
   """Aggregates step metrics over log intervals and writes them out (process 0 only)."""
 

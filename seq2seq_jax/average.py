@@ -1,0 +1,93 @@
+"""Checkpoint averaging: the mean of the last K checkpoints' parameters.
+
+  python -m seq2seq_jax.average --workdir=DIR --last=K
+  python -m seq2seq_jax.translate --workdir=DIR --checkpoint=averaged "Hello."
+
+Reads the last K steps of `checkpoints/latest/` (training keeps
+`train.keep_checkpoints` of them, one per `train.checkpoint_every_steps`), averages their
+parameters leaf by leaf (in float64, stored in each leaf's own dtype) and writes them as
+`checkpoints/averaged/` at the newest step, with that step's optimizer state and record
+plus `averaged_steps`. `translate`, `evaluate` and `inference.load` take it as
+`--checkpoint=averaged`; a later average replaces it. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from seq2seq_jax import errors, inference, models
+from seq2seq_jax.data import tokenizers
+from seq2seq_jax.train import checkpointing, reporting
+
+FLAGS = flags.FLAGS
+
+
+def average_trees(trees: Sequence[Any]) -> Any:
+  """The leaf-wise mean of trees of one structure, each leaf in its own dtype."""
+  if not trees:
+    raise ValueError('nothing to average')
+
+  def mean(*xs: Any) -> np.ndarray:
+    total = np.zeros(np.shape(xs[0]), np.float64)
+    for x in xs:
+      total += np.asarray(x, np.float64)
+    return (total / len(xs)).astype(np.asarray(xs[0]).dtype)
+
+  return jax.tree.map(mean, *trees)
+
+
+def average_checkpoints(workdir: str | Path, last: int) -> dict:
+  """Writes the average of the last `last` checkpoints; returns what it did."""
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    raise errors.UserError(f'workdir {workdir} does not exist')
+  if last < 1:
+    raise errors.UserError(f'--last must be at least 1, got {last}')
+  config = inference.load_config(workdir)
+  src_tok, tgt_tok = tokenizers.load(workdir, config.data.tokenizer)
+  model = models.build_model(
+    **dict(config.model), src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
+  )
+  abstract = inference.abstract_state(config, model)
+  checkpointing.Checkpoints(workdir, read_only=True).close()  # a clear error if none
+  ckpts = checkpointing.Checkpoints(workdir, keep=int(config.train.keep_checkpoints))
+  try:
+    saved = sorted(ckpts.latest.all_steps())
+    if len(saved) < last:
+      raise errors.UserError(
+        f'--last={last} asks for more checkpoints than {workdir} keeps ({len(saved)}: steps '
+        f'{saved}); train with a larger train.keep_checkpoints'
+      )
+    chosen = saved[-last:]
+    states = [ckpts.restore(str(s), abstract) for s in chosen]
+    _, newest, meta = states[-1]
+    params = average_trees([state.params for _, state, _ in states])
+    ckpts.save_averaged(
+      chosen[-1], newest.replace(params=params), {**meta, 'averaged_steps': chosen}
+    )
+  finally:
+    ckpts.close()
+  return {'workdir': str(workdir), 'step': chosen[-1], 'averaged_steps': chosen}
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  reporting.quiet_cli_logs()
+  with errors.one_line_errors('average'):
+    if not FLAGS.workdir:
+      raise errors.UserError('--workdir is required')
+    print(json.dumps(average_checkpoints(FLAGS.workdir, FLAGS.last)), flush=True)
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
+  flags.DEFINE_integer('last', 3, 'How many of the latest checkpoints to average.')
+  app.run(main)
