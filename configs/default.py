@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.decoder = 'attention'  # 'attention' (Bahdanau) or 'plain' (the seed's)
   config.model.cell = 'gru'  # recurrent cell: 'gru' (the seed) or 'lstm' (PyTorch's equations)
   config.model.bidirectional = False  # the encoder reads each source both ways
+  config.model.tie_embeddings = False  # the output layer reuses the target embeddings
   config.model.dtype = 'bfloat16'  # matmul inputs: 'bfloat16' (f32 accumulation) or 'float32'
   config.model.unroll = 1  # time steps per scan iteration (0: whole sequences, no loop)
 

@@ -455,3 +455,41 @@ def test_bidirectional_encoder_is_padding_invariant_and_reads_backwards(cell: st
   out_changed, _, _ = run(changed, src_len, tgt_in)
   assert float(jnp.abs(out_changed[1, 0] - out5[1, 0]).max()) > 1e-4
   np.testing.assert_allclose(out_changed[0], out5[0], atol=1e-6)  # other rows untouched
+
+
+@pytest.mark.parametrize(('decoder', 'embed'), [('plain', E), ('attention', 16)])
+def test_tied_embeddings_reuse_the_target_table(decoder: str, embed: int) -> None:
+  """model.tie_embeddings: no output kernel; logits = features (projected to the embedding
+  size when it differs from the hidden size) @ table.T + bias; the table's gradient gets
+  the output layer's share too."""
+  model = models.build_model(
+    src_vocab_size=V,
+    tgt_vocab_size=V + 1,
+    embed_size=embed,
+    num_hiddens=H,
+    num_layers=L,
+    decoder=decoder,
+    tie_embeddings=True,
+  )
+  ids = jnp.ones((2, 4), jnp.int32)
+  key = jax.random.key(0, impl='unsafe_rbg')
+  params = jax.jit(model.init)(key, ids, jnp.array([4, 2]), ids)['params']
+  out = params['decoder']['dense']
+  assert 'kernel' not in out and out['bias'].shape == (V + 1,)
+  assert ('proj' in out) == (embed != H)
+  src, src_len, tgt_in = _ids(0, (BATCH, 5)), jnp.array([5, 3, 1, 4]), _ids(1, (BATCH, TGT_STEPS))
+  logits = jax.jit(model.apply)({'params': params}, src, src_len, tgt_in)
+  feats = model.apply(
+    {'params': params}, src, src_len, tgt_in, method=models.EncoderDecoder.features
+  )
+  if embed != H:
+    feats = feats @ out['proj']['kernel']
+  table = params['decoder']['embedding']['embedding']
+  np.testing.assert_allclose(logits, feats @ table.T + out['bias'], rtol=1e-4, atol=1e-4)
+
+  def output_only(t: Array) -> Array:  # the table through the output layer alone
+    p = {**params, 'decoder': {**params['decoder'], 'embedding': {'embedding': t}}}
+    return model.apply({'params': p}, src, src_len, tgt_in).sum()
+
+  grad = jax.jit(jax.grad(output_only))(table)
+  assert float(jnp.abs(grad[V]).max()) > 0  # id V never appears in tgt_in: output share

@@ -50,6 +50,7 @@ def build_model(
   dtype: str = 'float32',
   unroll: int = 1,
   bidirectional: bool = False,
+  tie_embeddings: bool = False,
 ) -> EncoderDecoder:
   """The seq2seq model from plain hyperparameters (`build_model(**config.model, ...)`)."""
   if cell not in CELLS:
@@ -80,5 +81,7 @@ def build_model(
   )
   return EncoderDecoder(
     encoder=Seq2SeqEncoder(vocab_size=src_vocab_size, bidirectional=bool(bidirectional), **common),
-    decoder=DECODERS[decoder](vocab_size=tgt_vocab_size, **common),
+    decoder=DECODERS[decoder](
+      vocab_size=tgt_vocab_size, tie_embeddings=bool(tie_embeddings), **common
+    ),
   )

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from seq2seq_jax.models import ops
 from seq2seq_jax.models.recurrent import CELLS, carry_hidden, layer_carry
-from seq2seq_jax.models.seq2seq import Decoder
+from seq2seq_jax.models.seq2seq import Decoder, output_layer
 
 Array = jax.Array
 Dtype = Any
@@ -98,6 +98,7 @@ class Seq2SeqAttentionDecoder(Decoder):
   dtype: Dtype = jnp.float32
   unroll: int = 1
   cell: str = 'gru'  # 'gru' or 'lstm'
+  tie_embeddings: bool = False  # output layer = the embedding table
 
   def setup(self) -> None:
     fan_in0 = self.embed_size + self.num_hiddens
@@ -122,7 +123,7 @@ class Seq2SeqAttentionDecoder(Decoder):
     self.step = scan(
       self.num_hiddens, self.num_layers, self.embed_size, self.dropout, self.dtype, self.cell
     )
-    self.dense = ops.dense(self.vocab_size, self.num_hiddens, dtype=self.dtype)
+    self.dense = output_layer(self)
 
   def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
     outputs, enc_state = enc_all_outputs
@@ -143,4 +144,4 @@ class Seq2SeqAttentionDecoder(Decoder):
 
   def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
     x, state = self.features(tgt_in, state, train=train)
-    return self.dense(x).astype(jnp.float32), state
+    return self.logits(x), state

@@ -168,3 +168,23 @@ def dense(
     dtype=dtype,
     name=name,
   )
+
+
+class TiedOutput(nn.Module):
+  """The output layer tied to the target embedding table [vocab, embed]:
+  logits = x @ table.T + bias, with x first projected to the embedding size ('proj', no
+  bias) when the hidden size differs. Its parameters are the bias (and 'proj'); the
+  table's gradient gets both the embedding's and the output layer's share."""
+
+  features: int
+  embed_size: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, table: Array) -> Array:
+    if x.shape[-1] != self.embed_size:
+      x = dense(self.embed_size, x.shape[-1], use_bias=False, dtype=self.dtype, name='proj')(x)
+    bias = self.param('bias', torch_bias(self.embed_size), (self.features,), jnp.float32)
+    flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    y = _affine(flat, table.T.astype(jnp.float32), bias, self.dtype)
+    return y.reshape(x.shape[:-1] + (self.features,))

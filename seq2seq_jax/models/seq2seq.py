@@ -48,6 +48,20 @@ class Decoder(nn.Module):
   def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
     raise NotImplementedError
 
+  def logits(self, x: Array) -> Array:
+    """The output layer: top-layer features [..., hidden] -> float32 logits [..., vocab]
+    (`self.dense`, tied to `self.embedding` with `tie_embeddings`)."""
+    if getattr(self, 'tie_embeddings', False):
+      return self.dense(x, self.embedding.embedding)
+    return self.dense(x).astype(jnp.float32)
+
+
+def output_layer(decoder: Decoder) -> nn.Module:
+  """A decoder's output layer: a Dense from the hidden size, or `ops.TiedOutput`."""
+  if decoder.tie_embeddings:
+    return ops.TiedOutput(decoder.vocab_size, decoder.embed_size, dtype=decoder.dtype)
+  return ops.dense(decoder.vocab_size, decoder.num_hiddens, dtype=decoder.dtype)
+
 
 class EncoderDecoder(nn.Module):
   """The seed's `EncoderDecoder`: wires an encoder and a decoder."""
@@ -67,7 +81,7 @@ class EncoderDecoder(nn.Module):
     return self.decoder.features(tgt_in, state, train=train)[0]
 
   def project(self, x: Array) -> Array:
-    return self.decoder.dense(x).astype(jnp.float32)
+    return self.decoder.logits(x)
 
   def init_decoder(self, src: Array, src_len: Array, *, train: bool = False) -> dict:
     """Runs the encoder; returns the decoder's initial state."""
@@ -158,6 +172,7 @@ class Seq2SeqDecoder(Decoder):
   dtype: Dtype = jnp.float32
   unroll: int = 1
   cell: str = 'gru'  # 'gru' or 'lstm'
+  tie_embeddings: bool = False  # output layer = the embedding table
 
   def setup(self) -> None:
     fan_in0 = self.embed_size + self.num_hiddens
@@ -175,7 +190,7 @@ class Seq2SeqDecoder(Decoder):
       for i in range(self.num_layers)
     ]
     self.drop = nn.Dropout(self.dropout)
-    self.dense = ops.dense(self.vocab_size, self.num_hiddens, dtype=self.dtype)
+    self.dense = output_layer(self)
 
   def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
     del src_len  # the encoder's state is already taken at the last real token
@@ -200,4 +215,4 @@ class Seq2SeqDecoder(Decoder):
   def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
     """tgt_in: [batch, time] ids. Returns logits [batch, time, vocab] and the new state."""
     x, state = self.features(tgt_in, state, train=train)
-    return self.dense(x).astype(jnp.float32), state
+    return self.logits(x), state

@@ -160,7 +160,7 @@ def signature(model_cfg: dict, src_vocab_size: int, tgt_vocab_size: int, tokeniz
 
 # Model fields added after checkpoints were first written: an older checkpoint, which does
 # not name them, was trained with these values.
-LATER_FIELDS = {'bidirectional': False}
+LATER_FIELDS = {'bidirectional': False, 'tie_embeddings': False}
 
 
 def check_compatible(saved: dict, current: dict) -> None:
