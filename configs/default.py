@@ -63,10 +63,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.log_every_steps = 100
   config.train.eval_every_steps = 1000  # 0: once per epoch
   config.train.checkpoint_every_steps = 0  # 0: once per epoch
-  config.train.keep_checkpoints = 3
+  config.train.keep_checkpoints = 3  # the latest K (python -m seq2seq_jax.average --last=K)
+  config.train.keep_best = 1  # the best K by validation BLEU (seq2seq_jax.average --best=K)
   config.train.time_budget_s = 0  # > 0: stop cleanly after this many seconds
   config.train.patience = 0  # > 0: stop after this many evaluations without a better BLEU
   config.train.grad_accum_steps = 1  # > 1: micro-batches of batch_size / K, one update
+  # Several devices: 'jit' (global arrays on a mesh, the step jitted with shardings) or
+  # 'pmap'; 'auto' = 'jit' (docs/distributed.md).
+  config.train.parallel = 'auto'
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256

@@ -41,7 +41,7 @@ import optax
 
 from seq2seq_jax import errors, inference, models, scoring
 from seq2seq_jax.data import input_pipeline
-from seq2seq_jax.decoding import greedy_search
+from seq2seq_jax.decoding import ensemble, greedy_search
 from seq2seq_jax.train import experiment, loop, population, steps
 
 Array = jax.Array
@@ -54,6 +54,9 @@ Translator = inference.Translator
 train_step = steps.train_step
 eval_step = steps.eval_step
 greedy_decode = greedy_search.greedy_decode
+# Ensembles: models of one shape, parameters stacked; every search takes an `Ensemble`.
+Ensemble = ensemble.Ensemble
+stack_params = ensemble.stack
 # Populations: stacked states and the vmapped step (see seq2seq_jax/population.py).
 init_population = population.init_population
 population_train_step = population.population_train_step
@@ -218,6 +221,14 @@ def load(
   if member is not None or summary is not None:
     workdir = members / str(summary['winner'] if member is None else member)
   return inference.load(workdir, checkpoint)
+
+
+def load_ensemble(
+  workdirs: str | Path | Sequence[str | Path], checkpoint: str = 'best', **decoding: Any
+) -> inference.Translator:
+  """Several workdirs (or a population's: all its members) as one `Translator` that decodes
+  with the mean of their log-probabilities (`decoding`: beam_size, sample, ...)."""
+  return inference.load(workdirs, checkpoint, **decoding)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:

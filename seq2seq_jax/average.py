@@ -1,13 +1,15 @@
-"""Checkpoint averaging: the mean of the last K checkpoints' parameters.
+"""Checkpoint averaging: the mean of the last (or best) K checkpoints' parameters.
 
   python -m seq2seq_jax.average --workdir=DIR --last=K
+  python -m seq2seq_jax.average --workdir=DIR --best=K
   python -m seq2seq_jax.translate --workdir=DIR --checkpoint=averaged "Hello."
 
 Reads the last K steps of `checkpoints/latest/` (training keeps
-`train.keep_checkpoints` of them, one per `train.checkpoint_every_steps`), averages their
-parameters leaf by leaf (in float64, stored in each leaf's own dtype) and writes them as
-`checkpoints/averaged/` at the newest step, with that step's optimizer state and record
-plus `averaged_steps`. `translate`, `evaluate` and `inference.load` take it as
+`train.keep_checkpoints` of them, one per `train.checkpoint_every_steps`) or the K best
+by validation BLEU of `checkpoints/best/` (training keeps `train.keep_best` of them),
+averages their parameters leaf by leaf (in float64, stored in each leaf's own dtype) and
+writes them as `checkpoints/averaged/` at the newest step, with that step's optimizer
+state and record plus `averaged_steps`. `translate`, `evaluate` and `inference.load` take it as
 `--checkpoint=averaged`; a later average replaces it. Prints one JSON line.
 """
 
@@ -43,13 +45,14 @@ def average_trees(trees: Sequence[Any]) -> Any:
   return jax.tree.map(mean, *trees)
 
 
-def average_checkpoints(workdir: str | Path, last: int) -> dict:
-  """Writes the average of the last `last` checkpoints; returns what it did."""
+def average_checkpoints(workdir: str | Path, last: int = 0, best: int = 0) -> dict:
+  """Writes the average of the last `last` (or the best `best`) checkpoints; returns what
+  it did."""
   workdir = Path(workdir)
   if not workdir.is_dir():
     raise errors.UserError(f'workdir {workdir} does not exist')
-  if last < 1:
-    raise errors.UserError(f'--last must be at least 1, got {last}')
+  if (last > 0) == (best > 0) or last < 0 or best < 0:
+    raise errors.UserError(f'give one of --last=K or --best=K (K >= 1), got {last} and {best}')
   config = inference.load_config(workdir)
   src_tok, tgt_tok = tokenizers.load(workdir, config.data.tokenizer)
   model = models.build_model(
@@ -57,16 +60,31 @@ def average_checkpoints(workdir: str | Path, last: int) -> dict:
   )
   abstract = inference.abstract_state(config, model)
   checkpointing.Checkpoints(workdir, read_only=True).close()  # a clear error if none
-  ckpts = checkpointing.Checkpoints(workdir, keep=int(config.train.keep_checkpoints))
+  ckpts = checkpointing.Checkpoints(
+    workdir,
+    keep=int(config.train.keep_checkpoints),
+    keep_best=int(config.train.get('keep_best', 1)),
+  )
   try:
-    saved = sorted(ckpts.latest.all_steps())
-    if len(saved) < last:
-      raise errors.UserError(
-        f'--last={last} asks for more checkpoints than {workdir} keeps ({len(saved)}: steps '
-        f'{saved}); train with a larger train.keep_checkpoints'
-      )
-    chosen = saved[-last:]
-    states = [ckpts.restore(str(s), abstract) for s in chosen]
+    if last:
+      saved = sorted(ckpts.latest.all_steps())
+      if len(saved) < last:
+        raise errors.UserError(
+          f'--last={last} asks for more checkpoints than {workdir} keeps ({len(saved)}: steps '
+          f'{saved}); train with a larger train.keep_checkpoints'
+        )
+      chosen = saved[-last:]
+      states = [ckpts.restore(str(s), abstract) for s in chosen]
+    else:
+      ranked = ckpts.best_steps()
+      if len(ranked) < best:
+        raise errors.UserError(
+          f'--best={best} asks for more checkpoints than {workdir} keeps among its best '
+          f'({len(ranked)}: steps {[s for s, _ in ranked]}); train with a larger '
+          'train.keep_best'
+        )
+      chosen = sorted(s for s, _ in ranked[:best])
+      states = [ckpts.restore(str(s), abstract) for s in chosen]
     _, newest, meta = states[-1]
     params = average_trees([state.params for _, state, _ in states])
     ckpts.save_averaged(
@@ -84,10 +102,12 @@ def main(argv: list[str]) -> None:
   with errors.one_line_errors('average'):
     if not FLAGS.workdir:
       raise errors.UserError('--workdir is required')
-    print(json.dumps(average_checkpoints(FLAGS.workdir, FLAGS.last)), flush=True)
+    done = average_checkpoints(FLAGS.workdir, last=FLAGS.last, best=FLAGS.best)
+    print(json.dumps(done), flush=True)
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
-  flags.DEFINE_integer('last', 3, 'How many of the latest checkpoints to average.')
+  flags.DEFINE_integer('last', 0, 'Average the latest K checkpoints.')
+  flags.DEFINE_integer('best', 0, 'Average the K best checkpoints by validation BLEU.')
   app.run(main)

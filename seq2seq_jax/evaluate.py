@@ -3,6 +3,9 @@
   python -m seq2seq_jax.evaluate --workdir=DIR --pairs=FILE.tsv   # English<TAB>French lines
   python -m seq2seq_jax.evaluate --workdir=DIR --split=test        # the TFDS test split
   ... --beam_size=4 --alpha=0.75                                    # beam search (1: greedy)
+  ... --workdir=DIR2 --workdir=DIR3                                 # an ensemble
+
+The decoding flags are translate's (`--max_len_ratio`, `--sample`, ...).
 
 All references of a repeated source count together (sacreBLEU's multi-reference BLEU).
 The hypotheses go to a file beside the input (or `--output`); the scores, the number of
@@ -21,17 +24,10 @@ from seq2seq_jax import errors, inference, scoring
 from seq2seq_jax.data import input_pipeline, text
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
+inference.define_flags(batch_size=512)
 flags.DEFINE_string('pairs', None, 'A file of English<TAB>French lines.')
 flags.DEFINE_string('split', None, "A TFDS split of the workdir's data (e.g. 'test').")
-flags.DEFINE_string(
-  'checkpoint', 'best', "'best', 'latest', 'averaged' (seq2seq_jax.average) or a step number."
-)
 flags.DEFINE_string('output', None, 'Where to write the hypotheses (one per source).')
-flags.DEFINE_integer('batch_size', 512, 'Sentences translated together.')
-flags.DEFINE_integer('beam_size', 1, 'Beam size; 1 is greedy decoding.', lower_bound=1)
-flags.DEFINE_float('alpha', 0.75, 'Length normalisation of beam search: logP / len**alpha.')
-flags.mark_flag_as_required('workdir')
 
 
 def read_pairs(path: str) -> list[tuple[str, str]]:
@@ -71,19 +67,13 @@ def main(argv: list[str]) -> None:
   with errors.one_line_errors('evaluate'):
     if bool(FLAGS.pairs) == bool(FLAGS.split):
       raise errors.UserError('give exactly one of --pairs=FILE or --split=NAME')
-    translator = inference.load(
-      FLAGS.workdir,
-      FLAGS.checkpoint,
-      FLAGS.batch_size,
-      beam_size=FLAGS.beam_size,
-      alpha=FLAGS.alpha,
-    )
+    translator = inference.load_from_flags(FLAGS)
     if FLAGS.pairs:
       pairs = read_pairs(FLAGS.pairs)
       output = FLAGS.output or f'{FLAGS.pairs}.hyp'
     else:
       pairs = input_pipeline.load_pairs(translator.config.data, FLAGS.split)
-      output = FLAGS.output or str(Path(FLAGS.workdir) / f'{FLAGS.split}.hyp')
+      output = FLAGS.output or str(Path(FLAGS.workdir[0]) / f'{FLAGS.split}.hyp')
     scores, translations = evaluate(translator, pairs)
     Path(output).write_text(''.join(h + '\n' for _, h in translations), encoding='utf-8')
     result = {
@@ -94,6 +84,7 @@ def main(argv: list[str]) -> None:
       'checkpoint_step': translator.step,
       'beam_size': FLAGS.beam_size,
       'alpha': FLAGS.alpha,
+      'ensemble': translator.ensemble_size,
       'hypotheses': output,
     }
     print(json.dumps(result))

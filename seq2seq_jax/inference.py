@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +15,24 @@ import numpy as np
 
 from seq2seq_jax import errors, models
 from seq2seq_jax.data import input_pipeline, text, tokenizers
-from seq2seq_jax.decoding import beam_search, greedy_search
-from seq2seq_jax.train import checkpointing, steps
+from seq2seq_jax.decoding import beam_search, ensemble, greedy_search
+from seq2seq_jax.train import checkpointing, population, steps
+
+Array = jax.Array
 
 MAX_LINE_WARNINGS = 5  # long input lines named one by one; then only their count
 
 
 @dataclasses.dataclass
 class Translator:
-  """Translates raw sentences with a trained model (batched, compiled): greedy with
-  `beam_size=1`, beam search with length normalisation `alpha` otherwise."""
+  """Translates raw sentences with a trained model or an ensemble (batched, compiled):
+  greedy with `beam_size=1`, beam search with length normalisation `alpha` otherwise, or
+  sampling (`sample`, with `temperature` and `top_k`; each sentence's key is the seed
+  folded with its place in the input, so samples are reproducible and independent of
+  batching). Outputs stop at `max_output_len` tokens (0: the model's `max_len`) and, with
+  `max_len_ratio` > 0, at ceil(ratio * source tokens)."""
 
-  model: models.EncoderDecoder
+  model: models.EncoderDecoder | ensemble.Ensemble
   params: Any
   src_tok: text.WordTokenizer
   tgt_tok: text.WordTokenizer
@@ -36,16 +42,44 @@ class Translator:
   batch_size: int = 256
   beam_size: int = 1
   alpha: float = 0.75
+  max_output_len: int = 0
+  max_len_ratio: float = 0.0
+  sample: bool = False
+  temperature: float = 1.0
+  top_k: int = 0
+  seed: int = 0
+  workdirs: tuple[str, ...] = ()  # an ensemble's members
+  _nbest: tuple[int, Any] | None = dataclasses.field(default=None, init=False, repr=False)
 
   def __post_init__(self) -> None:
     if self.beam_size < 1:
       raise errors.UserError(f'the beam size must be at least 1, got {self.beam_size}')
-    if self.beam_size == 1:
-      self._decode = greedy_search.make_greedy(self.model, self.max_len)
+    if self.max_output_len < 0 or self.max_len_ratio < 0:
+      raise errors.UserError('the output length limits must not be negative')
+    if self.sample and self.beam_size > 1:
+      raise errors.UserError('sampling draws one translation a sentence: use --beam_size=1')
+    kw = {'max_len_ratio': self.max_len_ratio}
+    if self.sample:
+      try:
+        sampling = greedy_search.Sampling(self.temperature, self.top_k)
+      except ValueError as e:
+        raise errors.UserError(str(e)) from None
+      self._decode = greedy_search.make_sampler(self.model, self.output_len, sampling, **kw)
+    elif self.beam_size == 1:
+      self._decode = greedy_search.make_greedy(self.model, self.output_len, **kw)
     else:
       self._decode = beam_search.make_best(
-        self.model, beam_size=self.beam_size, max_len=self.max_len, alpha=self.alpha
+        self.model, beam_size=self.beam_size, max_len=self.output_len, alpha=self.alpha, **kw
       )
+
+  @property
+  def output_len(self) -> int:
+    """The longest output, in tokens (`<eos>` included)."""
+    return self.max_output_len or self.max_len
+
+  @property
+  def ensemble_size(self) -> int:
+    return self.model.size if isinstance(self.model, ensemble.Ensemble) else 1
 
   @property
   def decoder(self) -> str:
@@ -91,16 +125,33 @@ class Translator:
       )
     return ids
 
-  def translate_ids(self, src_ids: list[list[int]]) -> list[np.ndarray]:
-    outputs = []
+  def _batches(self, src_ids: list[list[int]]) -> Iterator[tuple[int, int, Array, Array]]:
+    """(start, count, src, src_len) for each batch of `src_ids`, padded to a power of two
+    (at least 8) rows: few shapes, little padding."""
     for start in range(0, len(src_ids), self.batch_size):
       chunk = src_ids[start : start + self.batch_size]
-      size = min(self.batch_size, _round_up(len(chunk)))  # few shapes, little padding
+      size = min(self.batch_size, _round_up(len(chunk)))
       src, src_len = input_pipeline.make_source_batch(
         chunk + [[0]] * (size - len(chunk)), self.max_len
       )
-      out = np.asarray(self._decode(self.params, src, src_len))
-      outputs.extend(out[: len(chunk)])
+      yield start, len(chunk), src, src_len
+
+  def translate_ids(self, src_ids: list[list[int]], positions: Sequence[int] = ()) -> list:
+    """Output ids [output_len] for each source; `positions` (the sentences' places in the
+    input, default 0, 1, ...) choose the sampling keys."""
+    positions = list(positions) or list(range(len(src_ids)))
+    outputs = []
+    for start, count, src, src_len in self._batches(src_ids):
+      if self.sample:
+        rows = positions[start : start + count]
+        rows += [0] * (src.shape[0] - count)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+          jax.random.key(self.seed), np.asarray(rows, np.uint32)
+        )
+        out = np.asarray(self._decode(self.params, src, src_len, keys))
+      else:
+        out = np.asarray(self._decode(self.params, src, src_len))
+      outputs.extend(out[:count])
     return outputs
 
   def nbest(self, sentences: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
@@ -108,23 +159,24 @@ class Translator:
     best first, by beam search with a beam of max(k, beam_size); [] for a blank line."""
     if k < 1:
       raise errors.UserError(f'--nbest must be at least 1, got {k}')
+    if self.sample:
+      raise errors.UserError('--nbest lists come from beam search, not from sampling')
     beam = max(k, self.beam_size)
-    if getattr(self, '_nbest_beam', None) != beam:
-      self._nbest_fn = beam_search.make_beam_search(
-        self.model, beam_size=beam, max_len=self.max_len, alpha=self.alpha
+    if self._nbest is None or self._nbest[0] != beam:
+      search = beam_search.make_beam_search(
+        self.model,
+        beam_size=beam,
+        max_len=self.output_len,
+        alpha=self.alpha,
+        max_len_ratio=self.max_len_ratio,
       )
-      self._nbest_beam = beam
+      self._nbest = (beam, search)
     keep = [i for i, s in enumerate(sentences) if s.strip()]
     src_ids = self.encode(sentences)
     result: list[list[tuple[str, float]]] = [[] for _ in sentences]
-    for start in range(0, len(keep), self.batch_size):
-      rows = keep[start : start + self.batch_size]
-      size = min(self.batch_size, _round_up(len(rows)))
-      src, src_len = input_pipeline.make_source_batch(
-        [src_ids[i] for i in rows] + [[0]] * (size - len(rows)), self.max_len
-      )
-      seqs, scores = (np.asarray(x) for x in self._nbest_fn(self.params, src, src_len))
-      for j, i in enumerate(rows):
+    for start, count, src, src_len in self._batches([src_ids[i] for i in keep]):
+      seqs, scores = (np.asarray(x) for x in self._nbest[1](self.params, src, src_len))
+      for j, i in enumerate(keep[start : start + count]):
         result[i] = [
           (self.tgt_tok.decode(seqs[j, r]), float(scores[j, r]))
           for r in range(k)
@@ -136,7 +188,7 @@ class Translator:
     """Translations, one per sentence; an empty (or blank) sentence gives ''."""
     keep = [i for i, s in enumerate(sentences) if s.strip()]
     src_ids = self.encode(sentences)  # warnings name the sentence's place in the input
-    outs = self.translate_ids([src_ids[i] for i in keep])
+    outs = self.translate_ids([src_ids[i] for i in keep], keep)
     result = [''] * len(sentences)
     for i, out in zip(keep, outs, strict=True):
       result[i] = self.tgt_tok.decode(out)
@@ -177,42 +229,170 @@ def abstract_state(config: ml_collections.ConfigDict, model: models.EncoderDecod
   return jax.eval_shape(lambda: steps.init_state(model, tx, jax.random.key(0)))
 
 
-def load(
-  workdir: str | Path,
-  checkpoint: str = 'best',
-  batch_size: int = 256,
-  *,
-  beam_size: int = 1,
-  alpha: float = 0.75,
-) -> Translator:
-  """Loads a workdir written by `train.py`: its best (or latest, or a given) checkpoint.
-  `beam_size` > 1 translates with beam search (`alpha`: the length-normalisation exponent)."""
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One trained workdir's checkpoint, read for translation."""
+
+  workdir: Path
+  config: ml_collections.ConfigDict
+  src_tok: Any
+  tgt_tok: Any
+  model: models.EncoderDecoder
+  signature: dict
+  step: int
+  params: Any
+  max_len: int
+
+
+def read_member(workdir: str | Path, checkpoint: str = 'best') -> Member:
+  """A workdir's config, tokenizers, model and one checkpoint's parameters."""
   workdir = Path(workdir)
   if not workdir.is_dir():
     raise errors.UserError(f'workdir {workdir} does not exist')
   config = load_config(workdir)
   src_tok, tgt_tok = tokenizers.load(workdir, config.data.tokenizer)
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
-  _, meta = ckpts.read_meta(checkpoint)
-  model_cfg = dict(config.model)
-  model = models.build_model(
-    **model_cfg, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
+  try:
+    _, meta = ckpts.read_meta(checkpoint)
+    model_cfg = dict(config.model)
+    model = models.build_model(
+      **model_cfg, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
+    )
+    signature = checkpointing.signature(
+      model_cfg, src_tok.vocab_size, tgt_tok.vocab_size, config.data.tokenizer
+    )
+    checkpointing.check_compatible(meta['signature'], signature)
+    step, state, meta = ckpts.restore(checkpoint, abstract_state(config, model))
+  finally:
+    ckpts.close()
+  return Member(
+    workdir, config, src_tok, tgt_tok, model, signature, step, state.params, int(meta['max_len'])
   )
-  signature = checkpointing.signature(
-    model_cfg, src_tok.vocab_size, tgt_tok.vocab_size, config.data.tokenizer
+
+
+def expand_workdirs(workdirs: str | Path | Sequence[str | Path]) -> list[Path]:
+  """Workdirs to translate with: a population's workdir stands for all its members."""
+  if isinstance(workdirs, str | Path):
+    workdirs = [workdirs]
+  out = []
+  for w in map(Path, workdirs):
+    members = w / population.MEMBERS_DIR
+    if not (w / 'checkpoints').exists() and members.is_dir():
+      found = sorted((d for d in members.iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+      if not found:
+        raise errors.UserError(f'{w} is a population workdir without members yet')
+      out.extend(found)
+    else:
+      out.append(w)
+  if not out:
+    raise errors.UserError('no workdir given')
+  return out
+
+
+def check_ensemble(members: Sequence[Member]) -> None:
+  """Members of one ensemble share vocabularies (same tokenizer files) and model shape."""
+  first = members[0]
+  first_files = [
+    p.read_bytes() for p in tokenizers.paths(first.workdir, first.config.data.tokenizer)
+  ]
+  for m in members[1:]:
+    kind = m.config.data.tokenizer
+    files = [p.read_bytes() for p in tokenizers.paths(m.workdir, kind)]
+    if kind != first.config.data.tokenizer or files != first_files:
+      raise errors.UserError(
+        f'an ensemble needs one vocabulary: {m.workdir} and {first.workdir} have different '
+        'tokenizers or vocabularies'
+      )
+    diffs = [
+      f'{k}: {first.signature.get(k)!r} vs {v!r}'
+      for k, v in m.signature.items()
+      if first.signature.get(k) != v
+    ]
+    if diffs:
+      raise errors.UserError(
+        f'ensemble members must have one model shape to be stacked: {m.workdir} differs from '
+        f'{first.workdir} ({"; ".join(diffs)})'
+      )
+
+
+def define_flags(batch_size: int) -> None:
+  """The flags `translate` and `evaluate` share: which workdirs and checkpoint, and how
+  to decode."""
+  from absl import flags
+
+  flags.DEFINE_multi_string(
+    'workdir', None, 'A workdir written by train.py; several (or a population): an ensemble.'
   )
-  checkpointing.check_compatible(meta['signature'], signature)
-  step, state, meta = ckpts.restore(checkpoint, abstract_state(config, model))
-  ckpts.close()
+  flags.DEFINE_string(
+    'checkpoint', 'best', "'best', 'latest', 'averaged' (seq2seq_jax.average) or a step number."
+  )
+  flags.DEFINE_integer('batch_size', batch_size, 'Sentences translated together.', lower_bound=1)
+  flags.DEFINE_integer('beam_size', 1, 'Beam size; 1 is greedy decoding.', lower_bound=1)
+  flags.DEFINE_float('alpha', 0.75, 'Length normalisation of beam search: logP / len**alpha.')
+  flags.DEFINE_integer(
+    'max_len', 0, "Longest output in tokens, <eos> included (0: the model's).", lower_bound=0
+  )
+  flags.DEFINE_float(
+    'max_len_ratio',
+    0.0,
+    'Also stop outputs at ceil(R * source tokens) (0: no limit).',
+    lower_bound=0,
+  )
+  flags.DEFINE_bool('sample', False, 'Draw each translation from the model instead.')
+  flags.DEFINE_float('temperature', 1.0, 'Sampling: divide the logits by this.')
+  flags.DEFINE_integer(
+    'top_k', 0, 'Sampling: only from the K likeliest tokens (0: all).', lower_bound=0
+  )
+  flags.DEFINE_integer('seed', 0, 'Sampling: the seed (with the line number, the key).')
+  flags.mark_flag_as_required('workdir')
+
+
+def load_from_flags(flag_values: Any) -> Translator:
+  """`load` with the flags of `define_flags`."""
+  f = flag_values
+  return load(
+    f.workdir,
+    f.checkpoint,
+    f.batch_size,
+    beam_size=f.beam_size,
+    alpha=f.alpha,
+    max_output_len=f.max_len,
+    max_len_ratio=f.max_len_ratio,
+    sample=f.sample,
+    temperature=f.temperature,
+    top_k=f.top_k,
+    seed=f.seed,
+  )
+
+
+def load(
+  workdir: str | Path | Sequence[str | Path],
+  checkpoint: str = 'best',
+  batch_size: int = 256,
+  **decoding: Any,
+) -> Translator:
+  """Loads a workdir written by `train.py`: its best (or latest, averaged, or a given)
+  checkpoint. Several workdirs (or a population's workdir) load as an ensemble that
+  decodes with the mean of the members' log-probabilities; they must share vocabularies
+  and model shape. `decoding`: the `Translator`'s settings (`beam_size`, `alpha`,
+  `max_output_len`, `max_len_ratio`, `sample`, `temperature`, `top_k`, `seed`)."""
+  members = [read_member(w, checkpoint) for w in expand_workdirs(workdir)]
+  check_ensemble(members)
+  first = members[0]
+  if len(members) == 1:
+    model, params = first.model, first.params
+  else:
+    model = ensemble.Ensemble(first.model, len(members))
+    params = ensemble.stack([m.params for m in members])
   return Translator(
     model,
-    state.params,
-    src_tok,
-    tgt_tok,
-    int(meta['max_len']),
-    config,
-    step,
+    params,
+    first.src_tok,
+    first.tgt_tok,
+    min(m.max_len for m in members),
+    first.config,
+    first.step,
     batch_size,
-    beam_size,
-    alpha,
+    workdirs=tuple(str(m.workdir) for m in members),
+    **decoding,
   )

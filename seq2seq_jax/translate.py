@@ -1,7 +1,9 @@
 """Translate with a trained workdir.
 
-  python -m seq2seq_jax.translate --workdir=DIR [--checkpoint=best|latest|STEP]
-      [--beam_size=K] [--alpha=A] [--plot_attention=PLOTDIR] [SENTENCE ...]
+  python -m seq2seq_jax.translate --workdir=DIR [--workdir=DIR2 ...]
+      [--checkpoint=best|latest|averaged|STEP] [--beam_size=K] [--alpha=A] [--nbest=K]
+      [--sample [--temperature=T] [--top_k=K] [--seed=S]] [--max_len=N]
+      [--max_len_ratio=R] [--plot_attention=PLOTDIR] [SENTENCE ...]
 
 With sentences as arguments, translates them; otherwise reads standard input line by
 line: from a pipe or a file, all lines in batches; on a terminal, an interactive prompt
@@ -12,8 +14,13 @@ maximum length is translated from its first tokens, with a warning.
 
 `--beam_size=K` (K > 1) decodes with beam search, scoring hypotheses by
 `log P / length**alpha`; `--nbest=K` writes one JSON object per input line instead, with
-its K best translations and their scores; `--plot_attention=PLOTDIR` writes a heatmap of
-the attention weights per sentence (models with the attention decoder).
+its K best translations and their scores; `--sample` draws each translation from the
+model (`--temperature`, `--top_k`; the same `--seed` gives the same samples, whatever
+the batching); `--max_len=N` and `--max_len_ratio=R` stop an output at N tokens and at
+R times its source's tokens (`<eos>` counted on both sides); `--plot_attention=PLOTDIR`
+writes a heatmap of the attention weights per sentence (models with the attention
+decoder). Several `--workdir`s (or a population's workdir) translate as an ensemble:
+the mean of the members' log-probabilities, in one compiled search.
 """
 
 from __future__ import annotations
@@ -29,13 +36,7 @@ from seq2seq_jax import errors, inference
 from seq2seq_jax.train import reporting
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
-flags.DEFINE_string(
-  'checkpoint', 'best', "'best', 'latest', 'averaged' (seq2seq_jax.average) or a step number."
-)
-flags.DEFINE_integer('batch_size', 256, 'Sentences translated together.', lower_bound=1)
-flags.DEFINE_integer('beam_size', 1, 'Beam size; 1 is greedy decoding.', lower_bound=1)
-flags.DEFINE_float('alpha', 0.75, 'Length normalisation of beam search: logP / len**alpha.')
+inference.define_flags(batch_size=256)
 flags.DEFINE_string(
   'plot_attention', None, 'Write an attention heatmap per sentence into this directory.'
 )
@@ -46,8 +47,6 @@ flags.DEFINE_integer(
   '({"source", "hypotheses": [{"translation", "score"}, ...]}) instead of plain text.',
   lower_bound=0,
 )
-flags.mark_flag_as_required('workdir')
-
 TranslateFn = Callable[[Sequence[str]], list[str]]
 
 
@@ -121,18 +120,15 @@ def main(argv: list[str]) -> None:
   sentences = argv[1:]
   reporting.quiet_cli_logs()
   with errors.one_line_errors('translate'):
-    translator = inference.load(
-      FLAGS.workdir,
-      FLAGS.checkpoint,
-      FLAGS.batch_size,
-      beam_size=FLAGS.beam_size,
-      alpha=FLAGS.alpha,
-    )
+    translator = inference.load_from_flags(FLAGS)
     translate_fn = make_translate_fn(translator, FLAGS.plot_attention, FLAGS.nbest)
     if sentences:
       translate_stream(translate_fn, sentences, sys.stdout)
     elif sys.stdin.isatty():
       decoding = 'greedy' if FLAGS.beam_size == 1 else f'beam {FLAGS.beam_size}'
+      decoding = 'sampling' if FLAGS.sample else decoding
+      if translator.ensemble_size > 1:
+        decoding += f', an ensemble of {translator.ensemble_size}'
       banner = (
         f'seq2seq_jax: English -> French (step {translator.step}, {decoding}); Ctrl-D to quit.'
       )

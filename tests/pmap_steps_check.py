@@ -1,5 +1,7 @@
-"""Runs the trainer's compiled steps on 1 device (jit) and on all devices (pmap) over the
-same global batches and prints the losses, metric sums and parameters as one JSON line.
+"""Runs the trainer's compiled steps on 1 device (jit) and on all devices (pmap, and jit
+with shardings) over the same global batches and prints the losses, metric sums and
+parameters as one JSON line; then, with dropout on, 1 device against jit with shardings
+(which draws the global batch's masks as one device does).
 
 Run by tests/test_pmap.py in a subprocess whose XLA_FLAGS force several CPU devices (JAX
 must not be imported before they are set):
@@ -83,23 +85,29 @@ def run(
 def main() -> None:
   """Usage: pmap_steps_check.py [DECODER ...] (default: attention)."""
   out = {'device_count': jax.local_device_count()}
+  n = jax.local_device_count()
   for decoder in sys.argv[1:] or ['attention']:
-    model = models.build_model(
-      src_vocab_size=VOCAB,
-      tgt_vocab_size=VOCAB,
-      embed_size=8,
-      num_hiddens=12,
-      num_layers=1,
-      dropout=0.0,
-      decoder=decoder,
-    )
-    tx = steps.make_optimizer(learning_rate=0.005, grad_clip=1.0)
-    init_fn = jax.jit(functools.partial(steps.init_state, model, tx))
-    init = jax.device_get(init_fn(jax.random.key(0)))
-    out[decoder] = {
-      'one': run(distributed.Devices(1), model, tx, init),
-      'all': run(distributed.Devices(jax.local_device_count()), model, tx, init),
-    }
+    for dropout in (0.0, 0.3):
+      model = models.build_model(
+        src_vocab_size=VOCAB,
+        tgt_vocab_size=VOCAB,
+        embed_size=8,
+        num_hiddens=12,
+        num_layers=2 if dropout else 1,  # dropout acts between layers (the seed's GRU)
+        dropout=dropout,
+        decoder=decoder,
+      )
+      tx = steps.make_optimizer(learning_rate=0.005, grad_clip=1.0)
+      init_fn = jax.jit(functools.partial(steps.init_state, model, tx))
+      init = jax.device_get(init_fn(jax.random.key(0)))
+      runs = {
+        'one': run(distributed.Devices(1), model, tx, init),
+        'jit': run(distributed.Devices(n, mode='jit'), model, tx, init),
+      }
+      if dropout:
+        out[f'{decoder}_dropout'] = runs
+      else:
+        out[decoder] = {**runs, 'all': run(distributed.Devices(n, mode='pmap'), model, tx, init)}
   print(json.dumps(out))
 
 

@@ -40,12 +40,19 @@ def test_pmap_devices_split_batches_evenly_or_say_why() -> None:
   np.testing.assert_array_equal(shards['src'].reshape(6, 2), batch['src'])
   with pytest.raises(distributed.DistributedError, match='does not split over 4'):
     distributed.Devices(4).shard(batch)
+  # train.parallel: 'auto' is jit with shardings; a wrong name is a clear error.
+  assert distributed.resolve_mode('auto') == 'jit' and distributed.resolve_mode('PMAP') == 'pmap'
+  with pytest.raises(distributed.DistributedError, match='train.parallel must be one of'):
+    distributed.resolve_mode('xla')
+  assert distributed.Devices(8, mode='jit').describe() == '8 device(s), jit with shardings'
+  assert distributed.Devices(1, mode='jit').describe() == '1 device(s)'
 
 
-def test_pmap_steps_on_8_devices_equal_one_device() -> None:
-  """20 train steps of global batch 16 (3 empty rows each): pmap over 8 devices vs jit on
-  1 device, dropout off. The mean losses, gradient norms, eval sums and parameters agree
-  to float32 rounding (only the order of the sums differs)."""
+def test_pmap_and_jit_steps_on_8_devices_equal_one_device() -> None:
+  """20 train steps of global batch 16 (3 empty rows each): pmap over 8 devices and jit
+  with shardings on an 8-device mesh vs jit on 1 device, dropout off (and, for the
+  sharded jit, on). The mean losses, gradient norms, eval sums and parameters agree to
+  float32 rounding (only the order of the sums differs)."""
   proc = subprocess.run(
     [sys.executable, str(runs.ROOT / 'tests/pmap_steps_check.py')],
     env=runs.env_with_devices(8),
@@ -57,27 +64,45 @@ def test_pmap_steps_on_8_devices_equal_one_device() -> None:
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out['device_count'] == 8
   one, all_ = out['attention']['one'], out['attention']['all']
-  assert one['step'] == all_['step'] == 20
-  np.testing.assert_allclose(all_['losses'], one['losses'], rtol=1e-5)
-  np.testing.assert_allclose(all_['grad_norms'], one['grad_norms'], rtol=1e-4)
+  for mode in ('all', 'jit'):  # pmap, and jit with shardings on a mesh
+    all_ = out['attention'][mode]
+    assert one['step'] == all_['step'] == 20
+    np.testing.assert_allclose(all_['losses'], one['losses'], rtol=1e-5)
+    np.testing.assert_allclose(all_['grad_norms'], one['grad_norms'], rtol=1e-4)
+    assert all_['eval']['tokens'] == one['eval']['tokens'] > 0
+    np.testing.assert_allclose(all_['eval']['loss'], one['eval']['loss'], rtol=1e-5)
+    runs.assert_params_close(
+      [np.asarray(x) for x in all_['params']], [np.asarray(x) for x in one['params']]
+    )
   assert one['losses'][-1] < one['losses'][0]  # it trained
-  assert all_['eval']['tokens'] == one['eval']['tokens'] > 0
-  np.testing.assert_allclose(all_['eval']['loss'], one['eval']['loss'], rtol=1e-5)
+  # With dropout, jit with shardings draws the global batch's masks as one device does.
+  one, jit = out['attention_dropout']['one'], out['attention_dropout']['jit']
+  np.testing.assert_allclose(jit['losses'], one['losses'], rtol=1e-5)
+  assert one['losses'] != out['attention']['one']['losses']  # dropout changed them
   runs.assert_params_close(
-    [np.asarray(x) for x in all_['params']], [np.asarray(x) for x in one['params']]
+    [np.asarray(x) for x in jit['params']], [np.asarray(x) for x in one['params']]
   )
 
 
-def test_pmap_training_equals_one_device_and_resumes_on_one(data_dir: Path, tmp_path: Path) -> None:
-  """`train.py` on 8 devices for 8 steps and on 1 device for 12 steps (same global batch
-  16, dropout off): the same losses and step-8 parameters. The 8-device checkpoint then
-  resumes on 1 device and steps 9-12 match the uninterrupted 1-device run."""
+def test_pmap_training_equals_one_device_and_resumes_in_jit_mode_then_on_one(
+  data_dir: Path, tmp_path: Path
+) -> None:
+  """`train.py` with train.parallel=pmap on 8 devices for 8 steps, and on 1 device for 12
+  steps (same global batch 16, dropout off): the same losses and step-8 parameters. The
+  pmap checkpoint then resumes on 8 devices in the default mode (jit with shardings) to
+  step 10, and that one on 1 device to step 12: steps 9-12 match the uninterrupted
+  1-device run."""
   eight, one = tmp_path / 'eight', tmp_path / 'one'
   every = '--config.train.eval_every_steps=8'  # evaluations at steps 8 and 12
   procs = [
     runs.start(
       runs.train_cmd(
-        data_dir, eight, tmp_path / 'tfds8', '--config.train.num_train_steps=8', every
+        data_dir,
+        eight,
+        tmp_path / 'tfds8',
+        '--config.train.num_train_steps=8',
+        '--config.train.parallel=pmap',
+        every,
       ),
       runs.env_with_devices(8),
       tmp_path / 'eight.log',
@@ -90,7 +115,7 @@ def test_pmap_training_equals_one_device_and_resumes_on_one(data_dir: Path, tmp_
   ]
   log8 = runs.finish(procs[0], tmp_path / 'eight.log')
   runs.finish(procs[1], tmp_path / 'one.log')
-  assert 'training to step 8 on 8 device(s)' in log8
+  assert 'training to step 8 on 8 device(s), pmap' in log8
   losses8, losses1 = runs.train_losses(eight), runs.train_losses(one)
   assert sorted(losses8) == [2, 4, 6, 8] and sorted(losses1) == [2, 4, 6, 8, 10, 12]
   np.testing.assert_allclose(
@@ -101,18 +126,21 @@ def test_pmap_training_equals_one_device_and_resumes_on_one(data_dir: Path, tmp_
   assert step8 == 8
   runs.assert_params_close(params8, runs.saved_params(one, 8)[1])
 
-  # Resume the 8-device checkpoint on one device.
-  resumed = runs.finish(
-    runs.start(
-      runs.train_cmd(
-        data_dir, eight, tmp_path / 'tfds8', '--config.train.num_train_steps=12', every
+  # Resume the pmap checkpoint on 8 devices in the jit mode, then on one device.
+  for devices, steps, log in ((8, 10, 'jit.log'), (1, 12, 'resume.log')):
+    resumed = runs.finish(
+      runs.start(
+        runs.train_cmd(
+          data_dir, eight, tmp_path / 'tfds8', f'--config.train.num_train_steps={steps}', every
+        ),
+        runs.env_with_devices(devices),
+        tmp_path / log,
       ),
-      runs.env_with_devices(1),
-      tmp_path / 'resume.log',
-    ),
-    tmp_path / 'resume.log',
-  )
-  assert 'resumed from step 8' in resumed and 'on 1 device(s)' in resumed
+      tmp_path / log,
+    )
+    assert f'resumed from step {steps - 2}' in resumed
+  assert 'on 8 device(s), jit with shardings' in (tmp_path / 'jit.log').read_text()
+  assert 'on 1 device(s)' in resumed
   continued = runs.train_losses(eight)
   assert sorted(continued) == [2, 4, 6, 8, 10, 12]
   np.testing.assert_allclose([continued[10], continued[12]], [losses1[10], losses1[12]], rtol=1e-4)

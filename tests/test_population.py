@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
-from seq2seq_jax import api
+from seq2seq_jax import api, inference
 from seq2seq_jax.train import checkpointing, loop
 from tests import synthetic
 
@@ -168,6 +168,11 @@ def test_population_workdir_metrics_summary_and_members(
   assert len(out) == 2 and out[1] == '' and isinstance(out[0], str)
   member2 = api.load(workdir / 'members' / '2', checkpoint='latest')
   assert member2.step == STEPS
+  # The population's workdir translates as an ensemble of all its members.
+  ens = inference.load(workdir, checkpoint='latest')
+  assert ens.ensemble_size == len(SEEDS)
+  assert ens.workdirs == tuple(str(workdir / 'members' / str(i)) for i in range(len(SEEDS)))
+  assert len(ens.translate(['I see the cat.', 'We like a book.'])) == 2
   # The vmapped evaluation agrees with the API's single-model one.
   config = population_config(data_dir)
   data = api.load_data(config, workdir)

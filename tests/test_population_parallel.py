@@ -1,5 +1,6 @@
 """Populations with data parallelism and resume: `train.py` on 2 (forced) CPU devices runs
-the vmapped population inside `jax.pmap` and matches the one-device population; a
+the vmapped population jitted with shardings (the default) or inside `jax.pmap`, and
+matches the one-device population either way; a
 population resumed from its checkpoints ends exactly where an uninterrupted one ends."""
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ def losses(path: Path) -> list[tuple[int, int, float]]:
   return [(r['step'], r['member'], r['train_loss']) for r in records if 'train_loss' in r]
 
 
-def test_population_with_pmap_matches_one_device(
-  straight: Path, data_dir: Path, tmp_path: Path
+@pytest.mark.parametrize('mode', ['jit', 'pmap'])
+def test_population_on_2_devices_matches_one_device(
+  straight: Path, data_dir: Path, tmp_path: Path, mode: str
 ) -> None:
-  workdir = tmp_path / 'pmap'
+  workdir = tmp_path / mode
   env = {
     **os.environ,
     'JAX_PLATFORMS': 'cpu',
@@ -69,10 +71,11 @@ def test_population_with_pmap_matches_one_device(
     f'--config.data.data_dir={data_dir / "tfds"}',
     f'--config.population.size={len(RATES)}',
     f'--config.population.learning_rates={RATES}',
+    f'--config.train.parallel={mode}',
   ]
   out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert 'on 2 device(s)' in out.stderr
+  assert f'on 2 device(s), {"pmap" if mode == "pmap" else "jit with shardings"}' in out.stderr
   assert '| member |' in out.stdout  # the summary table
   # Each device computes half the batch; psum then adds the halves: float tolerance.
   for member in range(len(RATES)):

@@ -346,3 +346,35 @@ def test_checkpoint_averaging(trained: tuple[Path, dict], tmp_path: Path) -> Non
   ):
     np.testing.assert_allclose(got, (np.float64(a) + np.float64(b)) / 2, rtol=1e-6)
   assert averaged.translate(['I see the cat.'])  # it translates
+
+
+def test_the_best_k_checkpoints_are_kept_and_averaged(data_dir: Path, tmp_path: Path) -> None:
+  """train.keep_best=3 with 4 evaluations: `checkpoints/best/` keeps the 3 steps of highest
+  validation BLEU (from metrics.jsonl), 'best' is the highest, `average --best=2` is the
+  mean of the top two."""
+  from seq2seq_jax import average, inference
+
+  config = tiny_config(data_dir, eval_every_steps=2, keep_best=3, learning_rate=0.02)
+  loop.train_and_evaluate(config, str(tmp_path))
+  bleu = {
+    r['step']: r['val_bleu']
+    for r in map(json.loads, (tmp_path / 'metrics.jsonl').read_text().splitlines())
+    if 'val_bleu' in r
+  }
+  assert sorted(bleu) == [2, 4, 6, 8] and len(set(bleu.values())) > 1, bleu
+  expected = sorted(bleu, key=lambda s: (-bleu[s], -s))[:3]  # of equal BLEU, the later
+  ckpts = checkpointing.Checkpoints(tmp_path, read_only=True)
+  assert [s for s, _ in ckpts.best_steps()] == expected
+  assert [b for _, b in ckpts.best_steps()] == pytest.approx([bleu[s] for s in expected])
+  assert ckpts.resolve('best')[1] == expected[0]
+  ckpts.close()
+  with pytest.raises(average.errors.UserError, match='keep_best'):
+    average.average_checkpoints(tmp_path, best=4)
+  with pytest.raises(average.errors.UserError, match='one of --last'):
+    average.average_checkpoints(tmp_path, last=2, best=2)
+  done = average.average_checkpoints(tmp_path, best=2)
+  assert done['averaged_steps'] == sorted(expected[:2])
+  top = [inference.load(tmp_path, checkpoint=str(s)).params for s in expected[:2]]
+  averaged = inference.load(tmp_path, checkpoint='averaged').params
+  for got, a, b in zip(*(jax.tree.leaves(p) for p in (averaged, *top)), strict=True):
+    np.testing.assert_allclose(got, (np.float64(a) + np.float64(b)) / 2, rtol=1e-6)

@@ -8,6 +8,7 @@ import builtins
 import dataclasses
 import io
 import json
+import math
 import os
 import pty
 import subprocess
@@ -138,6 +139,7 @@ def test_evaluate_takes_the_beam_size(workdir: Path, tmp_path: Path) -> None:
       'seq2seq_jax.evaluate',
       f'--workdir={workdir}',
       f'--pairs={pairs}',
+      f'--workdir={workdir}',  # the same model twice: an ensemble that decodes as the model
       '--beam_size=2',
       '--alpha=0.5',
     ],
@@ -149,6 +151,7 @@ def test_evaluate_takes_the_beam_size(workdir: Path, tmp_path: Path) -> None:
   assert proc.returncode == 0, proc.stderr.decode()
   result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
   assert result['beam_size'] == 2 and result['alpha'] == 0.5 and result['sentences'] == 2
+  assert result['ensemble'] == 2
   beam = inference.load(workdir, beam_size=2, alpha=0.5)
   hyps = Path(result['hypotheses']).read_text().splitlines()
   assert hyps == beam.translate(['I see the cat.', 'We have a book.'])
@@ -212,3 +215,45 @@ def test_a_translation_does_not_depend_on_its_batch(translator, beam_size: int) 
         assert out == alone[s], (size, s)
   both = t.translate(pool[:6]) == t.translate(pool[:6][::-1])[::-1]
   assert both
+
+
+def test_an_ensemble_loads_from_several_workdirs_and_checks_their_vocabularies(
+  workdir: Path, translator, tmp_path: Path
+) -> None:  # noqa: ANN001
+  """Two copies of one workdir: an ensemble of 2 that translates as the model, greedy and
+  beam; a copy whose target vocabulary differs (two words swapped) is refused."""
+  import shutil
+
+  pair = inference.load([workdir, workdir])
+  assert pair.ensemble_size == 2 and pair.workdirs == (str(workdir), str(workdir))
+  pool = SENTENCES + ['He likes the car.', 'I see a book.']
+  assert pair.translate(pool) == translator.translate(pool)
+  beam = dataclasses.replace(pair, beam_size=3)
+  assert beam.translate(pool) == dataclasses.replace(translator, beam_size=3).translate(pool)
+  other = tmp_path / 'other'
+  shutil.copytree(workdir, other)
+  vocab = json.loads((other / 'vocab_tgt.json').read_text())
+  vocab[5], vocab[6] = vocab[6], vocab[5]
+  (other / 'vocab_tgt.json').write_text(json.dumps(vocab))
+  with pytest.raises(errors.UserError, match='one vocabulary'):
+    inference.load([workdir, other])
+
+
+def test_sampling_and_length_limits_through_the_command_line(workdir: Path, translator) -> None:  # noqa: ANN001
+  """translate --sample --seed --top_k --temperature --max_len_ratio, on an ensemble of
+  the workdir twice: the lines the in-process translator gives; the same seed, the same
+  samples (whatever the batch); sampling with beam search is refused."""
+  flags = ['--sample', '--seed=3', '--top_k=4', '--temperature=1.5', '--max_len_ratio=0.6']
+  proc = _run(workdir, f'--workdir={workdir}', *flags, *SENTENCES)
+  assert proc.returncode == 0, proc.stderr.decode()
+  sampler = inference.load(
+    [workdir, workdir], sample=True, seed=3, top_k=4, temperature=1.5, max_len_ratio=0.6
+  )
+  lines = proc.stdout.decode('utf-8').split('\n')[:-1]
+  assert lines == sampler.translate(SENTENCES)
+  assert dataclasses.replace(sampler, batch_size=1).translate(SENTENCES) == lines
+  assert dataclasses.replace(sampler, seed=4).translate(SENTENCES * 4) != lines * 4
+  for s, out in zip(SENTENCES, lines, strict=True):
+    assert len(out.split()) <= math.ceil(0.6 * len(translator.encode([s])[0]))
+  proc = _run(workdir, '--sample', '--beam_size=2', 'hello')
+  assert proc.returncode == 1 and 'beam_size=1' in proc.stderr.decode().splitlines()[-1]

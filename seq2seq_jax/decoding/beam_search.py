@@ -6,13 +6,14 @@ ranked by their summed log-probability, which is fair since all alive beams have
 same length):
   - a candidate that ends in `<eos>` and ranks among the top `beam_size` is finished;
   - the best `beam_size` candidates that do not end in `<eos>` stay alive;
-  - at the last step (`max_len`) the top `beam_size` candidates are finished whatever
-    their last token.
+  - at a sentence's last step (`max_len`, or earlier with `max_len_ratio`) the top
+    `beam_size` candidates are finished whatever their last token.
 Finished hypotheses are ranked by the length-normalised score of the book,
 `log P(y_1..y_L | x) / L**alpha`, with L counting the tokens produced (`<eos>` included).
 A sentence is done when `beam_size` of its hypotheses have ended; the loop stops when
 every sentence is done or at `max_len`. With `beam_size=1` this is exactly greedy
-decoding: the single beam ends at the first arg-max `<eos>`.
+decoding: the single beam ends at the first arg-max `<eos>`. `model` is an
+`EncoderDecoder` or an `ensemble.Ensemble` (the mean of its members' log-probabilities).
 
 The decoder's recurrent state is a dict whose leaves all have the batch on axis 0 (see
 `models`); here the batch axis holds `batch * beam_size` rows, and surviving beams are
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 
 from seq2seq_jax import models
 from seq2seq_jax.data import text
+from seq2seq_jax.decoding import ensemble
 
 Array = jax.Array
 NEG_INF = float('-inf')
@@ -58,7 +60,7 @@ def _gather_beams(tree: Any, old: Any, rows: Array) -> Any:
 
 
 def beam_search(
-  model: models.EncoderDecoder,
+  model: models.EncoderDecoder | ensemble.Ensemble,
   params: Any,
   src: Array,
   src_len: Array,
@@ -66,20 +68,24 @@ def beam_search(
   beam_size: int,
   max_len: int,
   alpha: float = 0.75,
+  max_len_ratio: float = 0.0,
 ) -> tuple[Array, Array]:
   """Beam search translation. src: [batch, time] ids; src_len: [batch].
 
   Returns the finished hypotheses [batch, beam, max_len] (each up to and including its
   `<eos>`, then padding 0), best first, and their length-normalised scores [batch, beam]
   (-inf for a slot no hypothesis filled, possible only when the vocabulary is tiny).
+  With `max_len_ratio` > 0 a sentence's hypotheses also end after ceil(ratio * src_len)
+  tokens (`ensemble.output_limit`): its "last step" comes earlier.
   """
   if beam_size < 1:
     raise ValueError(f'beam_size must be at least 1, got {beam_size}')
   if max_len < 1:
     raise ValueError(f'max_len must be at least 1, got {max_len}')
   batch, k = src.shape[0], beam_size
-  variables = {'params': params}
-  state = model.apply(variables, src, src_len, method=models.EncoderDecoder.init_decoder)
+  init_fn, step_fn = ensemble.steps(model)
+  state = init_fn(params, src, src_len)
+  limit = ensemble.output_limit(src_len, max_len, max_len_ratio)[:, None]  # [batch, 1]
   # [batch, ...] -> [batch * beam, ...]: beam j of sentence b is row b * beam + j.
   state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), state)
   base = (jnp.arange(batch) * k)[:, None]  # [batch, 1]: each sentence's first row
@@ -89,17 +95,12 @@ def beam_search(
 
   def body(carry: dict) -> dict:
     i = carry['i']
-    logits, new_state = model.apply(
-      variables,
-      carry['tokens'].reshape(-1),
-      carry['state'],
-      method=models.EncoderDecoder.decode_step,
-    )
+    logits, new_state = step_fn(params, carry['tokens'].reshape(-1), carry['state'])
     vocab = logits.shape[-1]
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, k, vocab)
+    logp = jax.nn.log_softmax(logits, axis=-1).reshape(batch, k, vocab)
     cand = (carry['alive_logp'][:, :, None] + logp).reshape(batch, k * vocab)
     is_eos = (jnp.arange(k * vocab) % vocab == text.EOS_ID)[None, :]
-    last = i + 1 >= max_len
+    last = i + 1 >= limit  # [batch, 1]: each sentence's last step
 
     def extend(flat: Array) -> tuple[Array, Array, Array]:
       """Candidate indices [batch, n] -> their source beams, tokens and sequences."""
@@ -151,27 +152,40 @@ def beam_search(
 
 
 def make_beam_search(
-  model: models.EncoderDecoder, *, beam_size: int, max_len: int, alpha: float = 0.75
+  model: models.EncoderDecoder | ensemble.Ensemble,
+  *,
+  beam_size: int,
+  max_len: int,
+  alpha: float = 0.75,
+  max_len_ratio: float = 0.0,
 ) -> Callable[[Any, Array, Array], tuple[Array, Array]]:
   """A jitted `(params, src, src_len) -> (hypotheses, scores)` (see `beam_search`)."""
   return jax.jit(
-    functools.partial(beam_search, model, beam_size=beam_size, max_len=max_len, alpha=alpha)
+    functools.partial(
+      beam_search,
+      model,
+      beam_size=beam_size,
+      max_len=max_len,
+      alpha=alpha,
+      max_len_ratio=max_len_ratio,
+    )
   )
 
 
 def make_best(
-  model: models.EncoderDecoder, *, beam_size: int, max_len: int, alpha: float = 0.75
+  model: models.EncoderDecoder | ensemble.Ensemble,
+  *,
+  beam_size: int,
+  max_len: int,
+  alpha: float = 0.75,
+  max_len_ratio: float = 0.0,
 ) -> Callable[[Any, Array, Array], Array]:
   """A jitted `(params, src, src_len) -> ids [batch, max_len]`: the best hypothesis of each
   sentence, in the same form as `greedy_search.greedy_decode`'s output."""
-
-  def best(params: Any, src: Array, src_len: Array) -> Array:
-    seqs, _ = beam_search(
-      model, params, src, src_len, beam_size=beam_size, max_len=max_len, alpha=alpha
-    )
-    return seqs[:, 0]
-
-  return jax.jit(best)
+  search = make_beam_search(
+    model, beam_size=beam_size, max_len=max_len, alpha=alpha, max_len_ratio=max_len_ratio
+  )
+  return jax.jit(lambda params, src, src_len: search(params, src, src_len)[0][:, 0])
 
 
 def sequence_scores(

@@ -1,8 +1,8 @@
-"""Orbax checkpoints: the latest K in `checkpoints/latest/`, the best by validation BLEU in
-`checkpoints/best/`, an average of the last K (`python -m seq2seq_jax.average`) in
-`checkpoints/averaged/`, each step a directory holding the train state and a JSON record
-(data position, best score, the model's shape) that makes resuming and translating
-self-checking.
+"""Orbax checkpoints: the latest K in `checkpoints/latest/`, the best (or best K, by
+`train.keep_best`) by validation BLEU in `checkpoints/best/`, an average of the last or
+best K (`python -m seq2seq_jax.average`) in `checkpoints/averaged/`, each step a
+directory holding the train state and a JSON record (data position, best score, the
+model's shape) that makes resuming and translating self-checking.
 
 Orbax writes a step into a temporary directory and renames it when complete, so a save
 that was killed half-way leaves no step directory and is never restored.
@@ -26,11 +26,21 @@ class CheckpointError(errors.UserError):
   """A missing, unreadable or mismatched checkpoint (the message says which)."""
 
 
-def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+BEST_METRIC = 'val_bleu'
+
+
+def _manager(
+  directory: Path, keep: int, read_only: bool = False, by_metric: bool = False
+) -> ocp.CheckpointManager:
+  ranking = {}
+  if by_metric:  # keep the `keep` steps of highest validation BLEU (older ones without a
+    # metric, written before `keep_best` existed, are kept too)
+    ranking = dict(best_fn=lambda m: m[BEST_METRIC], best_mode='max')
   options = ocp.CheckpointManagerOptions(
     max_to_keep=keep,
     create=not read_only,
     read_only=read_only,
+    **ranking,
     # Two managers may save the same step at once: across processes their barriers need
     # names of their own ('latest_...', 'best_...'), or Orbax fails with "already ongoing".
     multiprocessing_options=ocp.options.MultiprocessingOptions(
@@ -41,15 +51,26 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
 
 
 class Checkpoints:
-  """The two managers of a workdir."""
+  """The managers of a workdir: the latest `keep` steps, the best `keep_best` by validation
+  BLEU, and the average."""
 
-  def __init__(self, workdir: str | os.PathLike, keep: int = 3, read_only: bool = False):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    keep: int = 3,
+    read_only: bool = False,
+    keep_best: int = 1,
+  ):
     root = Path(workdir) / 'checkpoints'
     if read_only and not root.is_dir():
       raise CheckpointError(f'no checkpoints in {workdir} (looked for {root})')
-    self.root, self.read_only = root, read_only
+    if keep < 1 or keep_best < 1:
+      raise errors.UserError(
+        f'train.keep_checkpoints and train.keep_best must be at least 1, got {keep} and {keep_best}'
+      )
+    self.root, self.read_only, self.keep_best = root, read_only, keep_best
     self.latest = _manager(root / 'latest', keep, read_only)
-    self.best = _manager(root / 'best', 1, read_only)
+    self.best = _manager(root / 'best', keep_best, read_only, by_metric=True)
     self._averaged: ocp.CheckpointManager | None = None
 
   @property
@@ -77,12 +98,26 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
-  def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+  def best_steps(self) -> list[tuple[int, float | None]]:
+    """The steps kept in `checkpoints/best/` with their validation BLEU, best first (a step
+    saved before BLEU was recorded with it: None, last); of equal BLEU the later first, as
+    Orbax keeps them."""
+    ranked = [(s, (self.best.metrics(s) or {}).get(BEST_METRIC)) for s in self.best.all_steps()]
+    return sorted(ranked, key=lambda r: (r[1] is None, -(r[1] or 0.0), -r[0]))
+
+  def ranks_among_best(self, bleu: float) -> bool:
+    """Whether a checkpoint of this BLEU belongs in `checkpoints/best/` (one of the best
+    `keep_best` so far)."""
+    kept = [b for _, b in self.best_steps() if b is not None]
+    return len(kept) < self.keep_best or bleu > min(kept)
+
+  def save(self, step: int, state: Any, meta: dict, *, best_bleu: float | None = None) -> None:
+    """Saves `step` among the latest and, with its validation BLEU, among the best."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     if step not in self.latest.all_steps():
       self.latest.save(step, args=args)
-    if best and step not in self.best.all_steps():
-      self.best.save(step, args=args)
+    if best_bleu is not None and step not in self.best.all_steps():
+      self.best.save(step, args=args, metrics={BEST_METRIC: float(best_bleu)})
 
   def wait(self) -> None:
     self.latest.wait_until_finished()
@@ -103,7 +138,8 @@ class Checkpoints:
         raise CheckpointError('the averaged checkpoint directory is empty; run seq2seq_jax.average')
       return self.averaged, step
     if choice == 'best':
-      step = self.best.latest_step()
+      ranked = self.best_steps()
+      step = ranked[0][0] if ranked else None
       if step is not None:
         return self.best, step
       choice = 'latest'

@@ -1,9 +1,19 @@
-"""Devices and processes: data-parallel training with `jax.pmap` on one host or several.
+"""Devices and processes: data-parallel training on one host or several.
 
-One device runs the steps under plain `jax.jit`; several (local, or across processes
-after `jax.distributed.initialize()`) run the same pure steps under `jax.pmap`, which sums
-gradients and metric sums over all devices (`steps.train_step` with `axis_name`). Each
-process feeds its local devices with its own rows of every global batch, and every
+One device runs the steps under plain `jax.jit`. Several (local, or across processes
+after `jax.distributed.initialize()`) run the same pure steps in one of two modes
+(`train.parallel`):
+  - 'jit' (the default): a `Mesh` of all devices with one axis, 'data'. Batches are
+    global arrays sharded on it (`jax.make_array_from_process_local_data`: each process
+    gives its own rows), parameters and optimizer state are replicated (`NamedSharding`
+    with `PartitionSpec()`), and the step is jitted with those in/out shardings: XLA
+    inserts the gradient all-reduce. The step sees the global batch, so it computes what
+    one device computes (dropout masks included).
+  - 'pmap': `jax.pmap` over the local devices, gradients and metric sums summed over a
+    named axis (`steps.train_step` with `axis_name`); each device draws its own dropout
+    masks. Kept for the design card and for comparison; since JAX 0.8 `pmap` itself runs
+    on `jit` + `shard_map` and is in maintenance mode.
+Each process feeds its local devices with its own rows of every global batch, and every
 process runs the same program in the same order.
 
 Decisions that change the program's path (stop now? is this the best checkpoint?) must
@@ -15,6 +25,7 @@ here is free (no communication).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import zlib
 from collections.abc import Callable
@@ -101,9 +112,21 @@ def initialize(cfg: ml_collections.ConfigDict | None) -> bool:
 # Devices.
 
 
+MODES = ('auto', 'jit', 'pmap')  # train.parallel; 'auto' is 'jit'
+PMAP_AXIS = 'batch'  # the named axis the psums of a pmapped step sum over
+
+
+def resolve_mode(mode: str) -> str:
+  mode = str(mode or 'auto').lower()
+  if mode not in MODES:
+    raise DistributedError(f'train.parallel must be one of {MODES}, got {mode!r}')
+  return 'jit' if mode == 'auto' else mode
+
+
 @dataclasses.dataclass(frozen=True)
 class Devices:
-  """How steps are laid out: plain `jit` on one device, `pmap` over several.
+  """How steps are laid out: plain `jit` on one device; over several, `jit` with
+  shardings on a one-axis mesh (`mode='jit'`) or `pmap` (`mode='pmap'`).
 
   `count` is this process's devices; the global batch is split evenly over
   `count * process_count` devices, each process taking its rows (the `Batcher` shard).
@@ -112,10 +135,45 @@ class Devices:
   count: int
   process_index: int = 0
   process_count: int = 1
+  mode: str = 'pmap'
 
   @classmethod
-  def current(cls) -> Devices:
-    return cls(jax.local_device_count(), jax.process_index(), jax.process_count())
+  def current(cls, mode: str = 'auto') -> Devices:
+    return cls(
+      jax.local_device_count(), jax.process_index(), jax.process_count(), resolve_mode(mode)
+    )
+
+  def describe(self) -> str:
+    """'1 device(s)', '8 device(s), jit with shardings' or '8 device(s), pmap'."""
+    if not self.parallel:
+      return f'{self.total} device(s)'
+    how = 'jit with shardings' if self.mode == 'jit' else 'pmap'
+    return f'{self.total} device(s), {how}'
+
+  @property
+  def sharded(self) -> bool:
+    """Several devices in the 'jit' mode (global arrays on a mesh)."""
+    return self.parallel and self.mode == 'jit'
+
+  @property
+  def pmapped(self) -> bool:
+    """Several devices in the 'pmap' mode ([local devices, ...] arrays)."""
+    return self.parallel and self.mode == 'pmap'
+
+  @functools.cached_property
+  def mesh(self) -> Mesh:
+    """All devices of all processes on one axis, 'data' (the 'jit' mode)."""
+    return Mesh(np.asarray(jax.devices()), ('data',))
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    """Rows split over the 'data' axis."""
+    return NamedSharding(self.mesh, PartitionSpec('data'))
+
+  @property
+  def replicated(self) -> NamedSharding:
+    """A full copy on every device."""
+    return NamedSharding(self.mesh, PartitionSpec())
 
   @property
   def total(self) -> int:
@@ -140,23 +198,39 @@ class Devices:
       )
 
   def shard(self, batch: dict[str, np.ndarray]) -> Any:
-    """This process's batch -> [devices, batch / devices, ...] under pmap."""
+    """This process's rows of a batch -> under pmap [local devices, rows / devices, ...];
+    in the 'jit' mode one global array per leaf, its rows split over the mesh."""
     if not self.parallel:
       return batch
 
-    def split(x: np.ndarray) -> np.ndarray:
+    def split(x: np.ndarray) -> Any:
       if x.shape[0] % self.count:
         raise DistributedError(
           f'a batch of {x.shape[0]} rows does not split over {self.count} local devices'
         )
+      if self.sharded:
+        return jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x))
       return x.reshape((self.count, -1) + x.shape[1:])
 
     return jax.tree.map(split, batch)
 
   def replicate(self, tree: Any) -> Any:
-    """One copy of every leaf on each local device ([devices, ...], as pmap expects)."""
+    """One copy of every leaf on each device: under pmap [local devices, ...] arrays; in
+    the 'jit' mode global arrays with the replicated sharding (every process passes the
+    same values)."""
     if not self.parallel:
       return tree
+    if self.sharded:
+
+      def put(x: Any) -> jax.Array:
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+          data = put(jax.random.key_data(x))  # typed keys travel as their key data
+          return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.make_array_from_process_local_data(
+          self.replicated, np.asarray(jax.device_get(x))
+        )
+
+      return jax.tree.map(put, tree)
     devices = jax.local_devices()
     sharding = NamedSharding(Mesh(np.asarray(devices), ('devices',)), PartitionSpec('devices'))
 
@@ -166,17 +240,49 @@ class Devices:
 
     return jax.tree.map(put, tree)
 
+  def broadcast(self, tree: Any) -> Any:
+    """Values every device reads whole (keys, learning rates): replicated global arrays in
+    the 'jit' mode; as they are otherwise (pmap broadcasts them with `in_axes=None`)."""
+    return self.replicate(tree) if self.sharded else tree
+
   def unreplicate(self, tree: Any) -> Any:
-    """The first device's copy (read from its own buffer: no cross-device gather)."""
+    """This process's first copy (read from its own buffer: no cross-device gather)."""
     if not self.parallel:
       return tree
 
     def first(x: Any) -> Any:
+      if self.sharded:
+        return x.addressable_shards[0].data if isinstance(x, jax.Array) else x
       if isinstance(x, jax.Array):
         return x.addressable_shards[0].data[0]
       return x[0]
 
     return jax.tree.map(first, tree)
+
+  def compile(
+    self, fn: Callable[..., Any], roles: tuple[str, ...], donate: tuple[int, ...] = ()
+  ) -> Callable[..., Any]:
+    """`fn` compiled for these devices. `roles` names each argument: 'state' (parameters,
+    optimizer state: replicated), 'batch' (rows split over the devices) or 'shared' (the
+    same small value everywhere: keys, rates). `fn` takes `axis_name`: 'batch' under pmap
+    (its psums sum over the devices), None otherwise (under jit with shardings XLA adds
+    the all-reduce). Outputs are replicated; `donate` argument buffers are reused."""
+    bad = set(roles) - {'state', 'batch', 'shared'}
+    if bad:
+      raise ValueError(f'unknown argument roles {sorted(bad)}')
+    if self.pmapped:
+      axes = tuple(None if r == 'shared' else 0 for r in roles)
+      return jax.pmap(
+        functools.partial(fn, axis_name=PMAP_AXIS),
+        axis_name=PMAP_AXIS,
+        in_axes=axes,
+        donate_argnums=donate,
+      )
+    fn = functools.partial(fn, axis_name=None)
+    if not self.sharded:
+      return jax.jit(fn, donate_argnums=donate)
+    shardings = tuple(self.batch_sharding if r == 'batch' else self.replicated for r in roles)
+    return jax.jit(fn, in_shardings=shardings, out_shardings=self.replicated, donate_argnums=donate)
 
 
 # ---------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Experimen
   builds the batchers and the model."""
   workdir_path = Path(workdir).absolute()
   workdir_path.mkdir(parents=True, exist_ok=True)
-  devices = distributed.Devices.current()
+  devices = distributed.Devices.current(config.train.get('parallel', 'auto'))
   devices.check_divides('train.batch_size', config.train.batch_size)
   devices.check_divides('eval.batch_size', config.eval.batch_size)
   accum = int(config.train.get('grad_accum_steps', 1))

@@ -219,26 +219,22 @@ def compile_population_steps(
   chunk: int = 0,
   grad_accum_steps: int = 1,
 ) -> tuple[Any, Any]:
-  """Jitted (one device) or pmapped (the members' vmap inside pmap) population steps; the
-  states' buffers are donated. Under pmap the states are replicated, the batch is sharded
-  and the keys and learning rates are broadcast."""
-  axis = 'batch' if devices.parallel else None
+  """The compiled population steps for `devices` (jit; jit with shardings: stacked states
+  replicated, batch split over the mesh; or pmap: the members' vmap inside pmap); the
+  states' buffers are donated, keys and learning rates are the same on every device."""
   train = functools.partial(
     population_train_step,
     model=model,
     tx=tx,
     label_smoothing=label_smoothing,
-    axis_name=axis,
     chunk=chunk,
     grad_accum_steps=grad_accum_steps,
   )
-  evaluate = functools.partial(population_eval_step, model=model, axis_name=axis, chunk=chunk)
-  if devices.parallel:
-    return (
-      jax.pmap(train, axis_name=axis, in_axes=(0, 0, None, None), donate_argnums=(0,)),
-      jax.pmap(evaluate, axis_name=axis),
-    )
-  return jax.jit(train, donate_argnums=(0,)), jax.jit(evaluate)
+  evaluate = functools.partial(population_eval_step, model=model, chunk=chunk)
+  return (
+    devices.compile(train, ('state', 'batch', 'shared', 'shared'), donate=(0,)),
+    devices.compile(evaluate, ('state', 'batch')),
+  )
 
 
 def size(config: ml_collections.ConfigDict) -> int:

@@ -95,10 +95,16 @@ class PopulationRun:
     states, self.dropout_keys = population.init_population(
       exp.model, tx, [m.seed for m in self.members]
     )
-    self.learning_rates = jnp.asarray([m.learning_rate for m in self.members], jnp.float32)
+    self.learning_rates = devices.broadcast(
+      jnp.asarray([m.learning_rate for m in self.members], jnp.float32)
+    )
+    self.dropout_keys = devices.broadcast(self.dropout_keys)
     self.member_dirs = [exp.workdir / population.MEMBERS_DIR / str(m.index) for m in self.members]
     self.ckpts = [
-      checkpointing.Checkpoints(d, keep=config.train.keep_checkpoints) for d in self.member_dirs
+      checkpointing.Checkpoints(
+        d, keep=config.train.keep_checkpoints, keep_best=config.train.keep_best
+      )
+      for d in self.member_dirs
     ]
 
     # Resume: every member from the last step they all saved.
@@ -114,13 +120,12 @@ class PopulationRun:
       _write_member_dirs(exp.workdir, self.member_dirs, config, self.members)
     self.start_step = int(states.step[0])
     logging.info(
-      'population of %d: %s parameters each; %d steps per epoch; training to step %d on %d '
-      'device(s)',
+      'population of %d: %s parameters each; %d steps per epoch; training to step %d on %s',
       self.size,
       f'{sum(x.size for x in jax.tree.leaves(population.unstack(states.params, 0))):,}',
       exp.batcher.batches_per_epoch,
       exp.total_steps,
-      devices.total,
+      devices.describe(),
     )
     chunk = population.resolve_chunk(int(config.population.get('chunk', -1)))
     self.train_fn, self.eval_fn = population.compile_population_steps(
@@ -140,7 +145,9 @@ class PopulationRun:
     self.log.flush(step, self.exp.batcher.epoch)
     check_alive(self.log, self.size)
 
-  def save(self, step: int, is_best: list[bool] | None = None) -> None:
+  def save(self, step: int, bleus: list[float | None] | None = None) -> None:
+    """Saves every member at `step`; a member with a validation BLEU in `bleus` also among
+    its best."""
     host = jax.device_get(self.exp.devices.unreplicate(self.states))
     for m, c in zip(self.members, self.ckpts, strict=True):
       meta = {
@@ -150,18 +157,19 @@ class PopulationRun:
         'member': dataclasses.asdict(m),
         'evals_since_best': self.evals_since_best,
       }
-      c.save(step, population.unstack(host, m.index), meta, best=bool(is_best and is_best[m.index]))
+      bleu = bleus[m.index] if bleus else None
+      c.save(step, population.unstack(host, m.index), meta, best_bleu=bleu)
 
   def evaluate(self, step: int) -> list[dict[str, float]]:
     """Each member's validation loss and accuracy (one vmapped pass over the batches) and
     greedy BLEU and chrF (one member at a time, as a single run computes them); members
-    whose BLEU improved save their best checkpoints."""
+    whose BLEU ranks among their best `train.keep_best` save best checkpoints."""
     exp, ecfg = self.exp, self.exp.config.eval
     records = evaluation.evaluate_loss(
       self.eval_fn, self.states.params, exp.val_batcher, exp.devices, self.size
     )
     params = exp.devices.unreplicate(self.states).params
-    improved = []
+    improved, to_best = [], []
     for m, record in zip(self.members, records, strict=True):
       bleu, _ = evaluation.evaluate_bleu(
         exp.greedy_fn,
@@ -177,6 +185,8 @@ class PopulationRun:
       if better:
         self.best[m.index] = {'bleu': record['val_bleu'], 'step': step}
       improved.append(better)
+      ranks = better or self.ckpts[m.index].ranks_among_best(record['val_bleu'])
+      to_best.append(record['val_bleu'] if distributed.main_decides(ranks) else None)
     logging.info(
       'step %d: validation BLEU by member %s',
       step,
@@ -184,8 +194,8 @@ class PopulationRun:
     )
     self.log.plot(self.labels)
     self.evals_since_best = 0 if any(improved) else self.evals_since_best + 1
-    if any(improved):
-      self.save(step, improved)
+    if any(b is not None for b in to_best):
+      self.save(step, to_best)
     return records
 
   def close(self) -> None:

@@ -23,23 +23,20 @@ def compile_steps(
   label_smoothing: float,
   grad_accum_steps: int = 1,
 ) -> tuple[Any, Any]:
-  """The jitted (or pmapped) train and eval steps; the state's buffers are donated."""
-  axis = 'batch' if devices.parallel else None
+  """The compiled train step `(state, batch, key)` and eval step `(params, batch)` for
+  `devices` (jit, jit with shardings, or pmap); the state's buffers are donated."""
   train = functools.partial(
     steps.train_step,
     model=model,
     tx=tx,
     label_smoothing=label_smoothing,
-    axis_name=axis,
     grad_accum_steps=grad_accum_steps,
   )
-  evaluate = functools.partial(steps.eval_step, model=model, axis_name=axis)
-  if devices.parallel:
-    return (
-      jax.pmap(train, axis_name=axis, in_axes=(0, 0, None), donate_argnums=(0,)),
-      jax.pmap(evaluate, axis_name=axis),
-    )
-  return jax.jit(train, donate_argnums=(0,)), jax.jit(evaluate)
+  evaluate = functools.partial(steps.eval_step, model=model)
+  return (
+    devices.compile(train, ('state', 'batch', 'shared'), donate=(0,)),
+    devices.compile(evaluate, ('state', 'batch')),
+  )
 
 
 class SingleRun:
@@ -50,11 +47,14 @@ class SingleRun:
     self.exp = exp
     config, devices = exp.config, exp.devices
     tx = exp.optimizer(config.train.learning_rate)
-    init_key, self.dropout_key = jax.random.split(jax.random.key(config.seed))
+    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+    self.dropout_key = devices.broadcast(dropout_key)
     state = steps.init_state(exp.model, tx, init_key)
 
     # Resume.
-    self.ckpts = checkpointing.Checkpoints(exp.workdir, keep=config.train.keep_checkpoints)
+    self.ckpts = checkpointing.Checkpoints(
+      exp.workdir, keep=config.train.keep_checkpoints, keep_best=config.train.keep_best
+    )
     distributed.check_same(
       'the checkpoints seen (is the workdir shared?)', self.ckpts.latest_step()
     )
@@ -74,11 +74,11 @@ class SingleRun:
       (exp.workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
     self.start_step = int(state.step)
     logging.info(
-      'model: %s parameters; %d steps per epoch; training to step %d on %d device(s)',
+      'model: %s parameters; %d steps per epoch; training to step %d on %s',
       f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
       exp.batcher.batches_per_epoch,
       exp.total_steps,
-      devices.total,
+      devices.describe(),
     )
     self.train_fn, self.eval_fn = compile_steps(
       exp.model, tx, devices, config.train.label_smoothing, exp.grad_accum_steps
@@ -101,17 +101,19 @@ class SingleRun:
         'lower train.learning_rate or check the data'
       )
 
-  def save(self, step: int, is_best: bool = False) -> None:
+  def save(self, step: int, bleu: float | None = None) -> None:
+    """Saves the state at `step`; with its validation `bleu`, among the best too."""
     meta = {
       **self.exp.checkpoint_meta(),
       'best_bleu': self.best_bleu,
       'evals_since_best': self.evals_since_best,
     }
     host = jax.device_get(self.exp.devices.unreplicate(self.state))
-    self.ckpts.save(step, host, meta, best=is_best)
+    self.ckpts.save(step, host, meta, best_bleu=bleu)
 
   def evaluate(self, step: int) -> dict[str, float]:
-    """Validation loss, accuracy, BLEU and chrF; a better BLEU saves the best checkpoint."""
+    """Validation loss, accuracy, BLEU and chrF; a BLEU among the best `train.keep_best`
+    saves a best checkpoint."""
     exp, ecfg = self.exp, self.exp.config.eval
     (record,) = evaluation.evaluate_loss(
       self.eval_fn, self.state.params, exp.val_batcher, exp.devices
@@ -128,9 +130,11 @@ class SingleRun:
     self.report.eval(step, record, samples)
     if distributed.main_decides(bleu['bleu'] > self.best_bleu):
       self.best_bleu, self.evals_since_best = bleu['bleu'], 0
-      self.save(step, is_best=True)
+      self.save(step, bleu['bleu'])
     else:
       self.evals_since_best += 1
+      if distributed.main_decides(self.ckpts.ranks_among_best(bleu['bleu'])):
+        self.save(step, bleu['bleu'])
     return record
 
   def close(self) -> None:

@@ -210,8 +210,12 @@ def train_step(
   if grad_accum_steps <= 1:
     grads, metrics = grad_fn(state.params, batch, rng)
   else:
+    # Micro-batch i takes rows i, i + K, i + 2K, ...: a device holding a contiguous block
+    # of rows (a batch sharded over a mesh, or its pmap share) splits it locally.
     micro_batches = jax.tree.map(
-      lambda x: x.reshape(grad_accum_steps, x.shape[0] // grad_accum_steps, *x.shape[1:]),
+      lambda x: x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps, *x.shape[1:]).swapaxes(
+        0, 1
+      ),
       batch,
     )
 
