@@ -12,6 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from seq2seq_jax import errors
+from seq2seq_jax.models import ops
 from seq2seq_jax.train import distributed, hostmem, loop, reporting
 
 FLAGS = flags.FLAGS
@@ -21,7 +22,7 @@ flags.DEFINE_bool(
   'tune_malloc',
   True,
   'Make glibc reuse freed host memory (XLA on CPU: no page faults each step; '
-  'see seq2seq_jax/hostmem.py).',
+  'see seq2seq_jax/train/hostmem.py). Only where the CPU kernel forms are in use.',
 )
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -29,15 +30,16 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if FLAGS.tune_malloc:
+  if FLAGS.tune_malloc and ops.forms(ops.expected_backend()).tune_malloc:
     hostmem.tune_host_malloc()  # before JAX allocates anything large
   reporting.quiet_library_logs()
   with errors.one_line_errors():
     distributed.initialize(FLAGS.config.get('distributed'))  # before JAX picks its devices
   logging.info(
-    'JAX %s on %s: process %d of %d, %d local device(s) %s',
+    'JAX %s on %s (%s kernel forms): process %d of %d, %d local device(s) %s',
     jax.__version__,
     jax.default_backend(),
+    ops.forms().name,
     jax.process_index(),
     jax.process_count(),
     jax.local_device_count(),

@@ -493,3 +493,40 @@ def test_tied_embeddings_reuse_the_target_table(decoder: str, embed: int) -> Non
 
   grad = jax.jit(jax.grad(output_only))(table)
   assert float(jnp.abs(grad[V]).max()) > 0  # id V never appears in tgt_in: output share
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_cpu_and_plain_kernel_forms_give_the_same_values_and_gradients(
+  setup: Setup, dtype: str
+) -> None:
+  """The CPU forms (tanh sigmoid, block argmax, bias folded into the matmul, bfloat16
+  backward with row-major copies) against the plain ones (jax.nn.sigmoid, jnp.argmax,
+  jnp.dot + bias): the same logits and parameter gradients, to float32 rounding (in
+  bfloat16 within its rounding: the folded bias is rounded to bfloat16 too)."""
+  from seq2seq_jax.models import ops
+
+  model = _variant(setup, dtype=dtype)
+  src, src_len, tgt_in = _ids(21, (BATCH, STEPS)), jnp.array([STEPS, 3, 1, 5]), _ids(22, (4, 6))
+  weights = jax.random.normal(jax.random.key(3), (BATCH, 6, V + 1))
+
+  def loss(params: Any) -> Array:
+    logits = model.apply({'params': params}, src, src_len, tgt_in)
+    return jnp.sum(logits * weights), logits
+
+  results = {}
+  for name in ('cpu', 'plain'):
+    with ops.use_forms(name) as chosen:
+      assert ops.forms() is chosen
+      (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(setup.params)
+      x = jax.random.normal(jax.random.key(4), (6, 1000))
+      results[name] = (logits, grads, jax.jit(ops.sigmoid)(x), jax.jit(ops.first_argmax)(x))
+  assert ops.forms() is ops.CPU_FORMS  # this CPU, outside the blocks
+  (cpu_logits, cpu_grads, cpu_sig, cpu_arg), (logits, grads, sig, arg) = results.values()
+  tol = dict(rtol=1e-5, atol=1e-5) if dtype == 'float32' else dict(rtol=0.05, atol=0.02)
+  np.testing.assert_allclose(cpu_logits, logits, **tol)
+  for a, b in zip(jax.tree.leaves(cpu_grads), jax.tree.leaves(grads), strict=True):
+    scale = max(float(np.abs(np.asarray(b)).max()), 1e-6)
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, **tol)
+  np.testing.assert_allclose(cpu_sig, sig, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(cpu_arg, arg)
+  assert ops.forms('gpu') is ops.PLAIN_FORMS and ops.forms('tpu') is ops.PLAIN_FORMS

@@ -1,16 +1,27 @@
 """Numerical kernels under the modules: initialisers, matmuls, activations, argmax.
 
 The modules in this package call these instead of `nn.Dense`, `jax.nn.sigmoid` and
-`jnp.argmax`; each kernel says why it exists and what it was measured to gain (on the
-2-core AMD EPYC Zen 4 CPU of docs/performance.md). Every one computes the same values
-as the plain form it replaces (to float rounding), so a backend where the plain form is
-faster can use that instead.
+`jnp.argmax`. Each has two forms: the plain one (`jnp.dot` with `dtype` inputs and
+float32 accumulation plus the bias, `jax.nn.sigmoid`, `jnp.argmax`) and a CPU form that
+says why it exists and what it was measured to gain on CPU (docs/performance.md). Both
+compute the same values (to float rounding; a test checks values and gradients). Which
+form runs is decided once, here, by `forms()`: the CPU forms on the CPU backend, where
+they were measured to help, and the plain forms on GPU and TPU, where nobody measured
+the CPU tricks and some of them (an extra contraction row off the multiples of 8 that
+tensor cores want, copies behind optimisation barriers) are likely to cost time.
+`SEQ2SEQ_KERNELS=cpu|plain` overrides the choice (benchmarks, tests); forms are read
+when a function is traced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import importlib.util
 import math
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +30,70 @@ import jax.numpy as jnp
 
 Array = jax.Array
 Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Forms:
+  """Which CPU-specific forms are in use (each False: the plain form)."""
+
+  name: str
+  tanh_sigmoid: bool  # `sigmoid` as 0.5 tanh(x / 2) + 0.5
+  block_argmax: bool  # `first_argmax` through block maxima
+  cpu_matmul: bool  # `Dense`: the bias as an extra matmul row; bfloat16 backward with
+  # row-major copies behind optimisation barriers (custom VJPs)
+  tune_malloc: bool  # `train.hostmem.tune_host_malloc` at start
+
+
+CPU_FORMS = Forms('cpu', tanh_sigmoid=True, block_argmax=True, cpu_matmul=True, tune_malloc=True)
+PLAIN_FORMS = Forms(
+  'plain', tanh_sigmoid=False, block_argmax=False, cpu_matmul=False, tune_malloc=False
+)
+_FORMS = {'cpu': CPU_FORMS, 'plain': PLAIN_FORMS}
+_override: list[Forms] = []
+
+
+def forms(backend: str | None = None) -> Forms:
+  """The forms for `backend` (default: JAX's default backend): `use_forms` inside its
+  block, else `SEQ2SEQ_KERNELS` when set, else the CPU forms on 'cpu', plain elsewhere."""
+  if _override:
+    return _override[-1]
+  chosen = os.environ.get('SEQ2SEQ_KERNELS', '').strip().lower()
+  if chosen:
+    if chosen not in _FORMS:
+      raise ValueError(f'SEQ2SEQ_KERNELS must be one of {sorted(_FORMS)}, got {chosen!r}')
+    return _FORMS[chosen]
+  return CPU_FORMS if (backend or jax.default_backend()) == 'cpu' else PLAIN_FORMS
+
+
+def expected_backend() -> str:
+  """The backend JAX will pick, guessed without starting it (for settings that must come
+  first, such as the host malloc): JAX_PLATFORMS' first entry, else 'gpu' or 'tpu' when
+  their plugin is installed, else 'cpu'."""
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip()
+  if platforms:
+    first = platforms.split(',')[0].strip().lower()
+    return 'gpu' if first in ('cuda', 'rocm') else first
+  for module, backend in (
+    ('jax_cuda13_plugin', 'gpu'),
+    ('jax_cuda12_plugin', 'gpu'),
+    ('jax_rocm7_plugin', 'gpu'),
+    ('libtpu', 'tpu'),
+  ):
+    if importlib.util.find_spec(module) is not None:
+      return backend
+  return 'cpu'
+
+
+@contextlib.contextmanager
+def use_forms(chosen: Forms | str) -> Iterator[Forms]:
+  """Traces inside the block use `chosen` ('cpu', 'plain' or a `Forms`): jit a fresh
+  function inside it (a function already traced keeps its forms)."""
+  chosen = _FORMS[chosen] if isinstance(chosen, str) else chosen
+  _override.append(chosen)
+  try:
+    yield chosen
+  finally:
+    _override.pop()
 
 
 def xavier_uniform(fan_in: int, fan_out: int) -> nn.initializers.Initializer:
@@ -39,9 +114,12 @@ def torch_bias(fan_in: int) -> nn.initializers.Initializer:
 
 
 def sigmoid(x: Array) -> Array:
-  """The logistic function as `0.5 * tanh(0.5 x) + 0.5`: the same values to float32
-  rounding, and on CPU about twice as fast as XLA's `1 / (1 + exp(-x))` (one vectorised
-  tanh instead of an exp and a division), which matters in the GRU's per-step gates."""
+  """The logistic function. CPU form: `0.5 * tanh(0.5 x) + 0.5`, the same values to
+  float32 rounding and on CPU about twice as fast as XLA's `1 / (1 + exp(-x))` (one
+  vectorised tanh instead of an exp and a division), which matters in the GRU's per-step
+  gates."""
+  if not forms().tanh_sigmoid:
+    return jax.nn.sigmoid(x)
   return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
 
@@ -50,9 +128,10 @@ def first_argmax(x: Array, block: int = 256) -> Array:
 
   XLA's CPU argmax is one reduction over (value, index) pairs at a few ns per element;
   here the maxima of blocks of `block` entries (a plain windowed max, no copy) pick the
-  first block holding the maximum, and argmax runs only inside that block."""
+  first block holding the maximum, and argmax runs only inside that block (the CPU form;
+  plain: `jnp.argmax`)."""
   size = x.shape[-1]
-  if size <= block:
+  if size <= block or not forms().block_argmax:
     return jnp.argmax(x, axis=-1).astype(jnp.int32)
   lead = (1,) * (x.ndim - 1)
   padding = [(0, 0)] * (x.ndim - 1) + [(0, -size % block)]
@@ -129,9 +208,18 @@ def _affine_bwd(dtype: Dtype, res: tuple[Array, Array], g: Array) -> tuple[Array
 _affine.defvjp(_affine_fwd, _affine_bwd)
 
 
+def affine(x: Array, w: Array, b: Array | None, dtype: Dtype) -> Array:
+  """x [m, k] @ w [k, n] (+ b [n]) -> float32 [m, n] with `dtype` matmul inputs and float32
+  accumulation: `_affine`/`_matmul` in the CPU forms, plain `jnp.dot` otherwise."""
+  if forms().cpu_matmul:
+    return _matmul(x, w, dtype) if b is None else _affine(x, w, b, dtype)
+  y = jnp.dot(x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+  return y if b is None else y + b
+
+
 class Dense(nn.Module):
   """`nn.Dense`'s parameters ('kernel' [in, out], then 'bias' [out]) and results, through
-  `_affine` / `_matmul`: `dtype` matmul inputs, float32 accumulation and result."""
+  `affine`: `dtype` matmul inputs, float32 accumulation and result."""
 
   features: int
   use_bias: bool
@@ -143,11 +231,10 @@ class Dense(nn.Module):
   def __call__(self, x: Array) -> Array:
     kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), jnp.float32)
     flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    bias = None
     if self.use_bias:
       bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
-      y = _affine(flat, kernel, bias, self.dtype)
-    else:
-      y = _matmul(flat, kernel, self.dtype)
+    y = affine(flat, kernel, bias, self.dtype)
     return y.reshape(x.shape[:-1] + (self.features,))
 
 
@@ -186,5 +273,5 @@ class TiedOutput(nn.Module):
       x = dense(self.embed_size, x.shape[-1], use_bias=False, dtype=self.dtype, name='proj')(x)
     bias = self.param('bias', torch_bias(self.embed_size), (self.features,), jnp.float32)
     flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
-    y = _affine(flat, table.T.astype(jnp.float32), bias, self.dtype)
+    y = affine(flat, table.T.astype(jnp.float32), bias, self.dtype)
     return y.reshape(x.shape[:-1] + (self.features,))
