@@ -95,6 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Members vectorised together in the one program: 0 = all (one vmap), k = groups of k,
   # -1 = auto (all on GPU/TPU; one after another on CPU, where batched matmuls are slower).
   config.population.chunk = -1
+  # train.parallel='jit' on several devices: split the members over this many groups of
+  # devices (a ('members', 'data') mesh) instead of running every member on every device.
+  config.population.member_shards = 1
 
   config.examples = ()  # (source, reference) pairs printed with the book's BLEU at the end
   return config

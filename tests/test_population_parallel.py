@@ -52,7 +52,7 @@ def losses(path: Path) -> list[tuple[int, int, float]]:
   return [(r['step'], r['member'], r['train_loss']) for r in records if 'train_loss' in r]
 
 
-@pytest.mark.parametrize('mode', ['jit', 'pmap'])
+@pytest.mark.parametrize('mode', ['jit', 'pmap', 'members'])
 def test_population_on_2_devices_matches_one_device(
   straight: Path, data_dir: Path, tmp_path: Path, mode: str
 ) -> None:
@@ -71,11 +71,18 @@ def test_population_on_2_devices_matches_one_device(
     f'--config.data.data_dir={data_dir / "tfds"}',
     f'--config.population.size={len(RATES)}',
     f'--config.population.learning_rates={RATES}',
-    f'--config.train.parallel={mode}',
+    f'--config.train.parallel={"pmap" if mode == "pmap" else "jit"}',
   ]
+  if mode == 'members':  # one member on each device, each with the whole batch
+    cmd.append('--config.population.member_shards=2')
   out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert f'on 2 device(s), {"pmap" if mode == "pmap" else "jit with shardings"}' in out.stderr
+  expected = {
+    'jit': 'jit with shardings',
+    'pmap': 'pmap',
+    'members': 'jit with shardings, members over 2 device groups',
+  }[mode]
+  assert f'on 2 device(s), {expected}' in out.stderr
   assert '| member |' in out.stdout  # the summary table
   # Each device computes half the batch; psum then adds the halves: float tolerance.
   for member in range(len(RATES)):

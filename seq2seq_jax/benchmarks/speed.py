@@ -18,8 +18,10 @@ Random data: lengths uniform in [`min_len`, `num_steps`] (default `min_len`: two
 of `num_steps`, so 83% of the target positions are real tokens at 9 steps, as in the
 book's data), then padding, as the input pipeline makes it.
 
-On glibc hosts the benchmark first calls `hostmem.tune_host_malloc()` (off with
-`--notune_malloc`): see its docstring and docs/performance.md.
+On glibc hosts, where the CPU kernel forms are in use, the benchmark first calls
+`hostmem.tune_host_malloc()` (off with `--notune_malloc`): see its docstring and
+docs/performance.md. `--kernels=cpu|plain` runs those forms whatever the backend
+(`models.ops.forms`; default: the backend's own).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from absl import app, flags
 from seq2seq_jax import models
 from seq2seq_jax.data import text
 from seq2seq_jax.decoding import greedy_search
+from seq2seq_jax.models import ops
 from seq2seq_jax.train import hostmem, steps
 
 FLAGS = flags.FLAGS
@@ -288,6 +291,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('decode_repeats', 3, 'Timed passes over the sources (median).')
   flags.DEFINE_integer('seed', 0, 'Random seed for parameters and data.')
   flags.DEFINE_bool('tune_malloc', True, 'Call tune_host_malloc() first (glibc hosts).')
+  flags.DEFINE_enum(
+    'kernels', 'auto', ['auto', 'cpu', 'plain'], "Kernel forms (models.ops; 'auto': the backend's)."
+  )
 
 
 _CONFIG_FLAGS = (
@@ -318,9 +324,12 @@ def main(argv: list[str]) -> None:
       raise app.UsageError(f'--{name} must be at least 1, got {getattr(FLAGS, name)}')
   if FLAGS.warmup < 0 or FLAGS.min_len < 0 or FLAGS.unroll < 0:
     raise app.UsageError('--warmup, --min_len and --unroll must not be negative')
-  tuned = hostmem.tune_host_malloc() if FLAGS.tune_malloc else False
+  if FLAGS.kernels != 'auto':
+    os.environ['SEQ2SEQ_KERNELS'] = FLAGS.kernels  # read when the steps are traced
+  forms = ops.forms(ops.expected_backend())
+  tuned = hostmem.tune_host_malloc() if FLAGS.tune_malloc and forms.tune_malloc else False
   result = run({name: getattr(FLAGS, name) for name in _CONFIG_FLAGS})
-  print(json.dumps({**result, 'malloc_tuned': tuned}), flush=True)
+  print(json.dumps({**result, 'kernels': ops.forms().name, 'malloc_tuned': tuned}), flush=True)
 
 
 if __name__ == '__main__':

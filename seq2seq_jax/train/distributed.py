@@ -136,11 +136,25 @@ class Devices:
   process_index: int = 0
   process_count: int = 1
   mode: str = 'pmap'
+  member_shards: int = 1  # 'jit' mode: a population's members split over this many groups
+
+  def __post_init__(self) -> None:
+    if self.member_shards < 1 or self.total % self.member_shards:
+      raise DistributedError(
+        f'population.member_shards={self.member_shards} does not divide the '
+        f'{self.total} device(s)'
+      )
+    if self.member_shards > 1 and self.mode != 'jit':
+      raise DistributedError("population.member_shards > 1 needs train.parallel='jit'")
 
   @classmethod
-  def current(cls, mode: str = 'auto') -> Devices:
+  def current(cls, mode: str = 'auto', member_shards: int = 1) -> Devices:
     return cls(
-      jax.local_device_count(), jax.process_index(), jax.process_count(), resolve_mode(mode)
+      jax.local_device_count(),
+      jax.process_index(),
+      jax.process_count(),
+      resolve_mode(mode),
+      member_shards,
     )
 
   def describe(self) -> str:
@@ -148,6 +162,8 @@ class Devices:
     if not self.parallel:
       return f'{self.total} device(s)'
     how = 'jit with shardings' if self.mode == 'jit' else 'pmap'
+    if self.member_shards > 1:
+      how += f', members over {self.member_shards} device groups'
     return f'{self.total} device(s), {how}'
 
   @property
@@ -162,8 +178,33 @@ class Devices:
 
   @functools.cached_property
   def mesh(self) -> Mesh:
-    """All devices of all processes on one axis, 'data' (the 'jit' mode)."""
-    return Mesh(np.asarray(jax.devices()), ('data',))
+    """All devices of all processes on one axis, 'data' (the 'jit' mode); with
+    `member_shards` > 1 on two, ('members', 'data'): a population's members are split
+    over the first, every member's batch over the second."""
+    devices = np.asarray(jax.devices())
+    if self.member_shards > 1:
+      return Mesh(devices.reshape(self.member_shards, -1), ('members', 'data'))
+    return Mesh(devices, ('data',))
+
+  @property
+  def member_sharding(self) -> NamedSharding:
+    """A population's stacked leaves split on their leading (members) axis."""
+    return NamedSharding(self.mesh, PartitionSpec('members'))
+
+  def place_members(self, tree: Any) -> Any:
+    """Stacked `[members, ...]` host values -> global arrays split over the 'members'
+    axis (each process fills the shards its devices hold); replicated without it."""
+    if self.member_shards == 1:
+      return self.replicate(tree)
+
+    def put(x: Any) -> jax.Array:
+      if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = put(jax.random.key_data(x))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+      x = np.asarray(jax.device_get(x))
+      return jax.make_array_from_callback(x.shape, self.member_sharding, lambda i: x[i])
+
+    return jax.tree.map(put, tree)
 
   @property
   def batch_sharding(self) -> NamedSharding:
@@ -252,7 +293,11 @@ class Devices:
 
     def first(x: Any) -> Any:
       if self.sharded:
-        return x.addressable_shards[0].data if isinstance(x, jax.Array) else x
+        if not isinstance(x, jax.Array) or x.is_fully_replicated:
+          return x.addressable_shards[0].data if isinstance(x, jax.Array) else x
+        if x.is_fully_addressable:  # split over members, all on this process's devices
+          return x
+        return multihost_utils.process_allgather(x, tiled=True)
       if isinstance(x, jax.Array):
         return x.addressable_shards[0].data[0]
       return x[0]
@@ -260,16 +305,24 @@ class Devices:
     return jax.tree.map(first, tree)
 
   def compile(
-    self, fn: Callable[..., Any], roles: tuple[str, ...], donate: tuple[int, ...] = ()
+    self,
+    fn: Callable[..., Any],
+    roles: tuple[str, ...],
+    donate: tuple[int, ...] = (),
+    out_roles: tuple[str, ...] | None = None,
   ) -> Callable[..., Any]:
     """`fn` compiled for these devices. `roles` names each argument: 'state' (parameters,
-    optimizer state: replicated), 'batch' (rows split over the devices) or 'shared' (the
-    same small value everywhere: keys, rates). `fn` takes `axis_name`: 'batch' under pmap
-    (its psums sum over the devices), None otherwise (under jit with shardings XLA adds
-    the all-reduce). Outputs are replicated; `donate` argument buffers are reused."""
-    bad = set(roles) - {'state', 'batch', 'shared'}
+    optimizer state: replicated), 'batch' (rows split over the devices), 'shared' (the
+    same small value everywhere: keys, rates) or 'members' (a population's stacked
+    values, split over the mesh's 'members' axis). `fn` takes `axis_name`: 'batch' under
+    pmap (its psums sum over the devices), None otherwise (under jit with shardings XLA
+    adds the all-reduce). Outputs are replicated, or per `out_roles` (one per output);
+    `donate` argument buffers are reused."""
+    bad = (set(roles) | set(out_roles or ())) - {'state', 'batch', 'shared', 'members'}
     if bad:
       raise ValueError(f'unknown argument roles {sorted(bad)}')
+    if 'members' in roles and not self.sharded:
+      raise ValueError("the 'members' role needs the jit mode on several devices")
     if self.pmapped:
       axes = tuple(None if r == 'shared' else 0 for r in roles)
       return jax.pmap(
@@ -281,8 +334,19 @@ class Devices:
     fn = functools.partial(fn, axis_name=None)
     if not self.sharded:
       return jax.jit(fn, donate_argnums=donate)
-    shardings = tuple(self.batch_sharding if r == 'batch' else self.replicated for r in roles)
-    return jax.jit(fn, in_shardings=shardings, out_shardings=self.replicated, donate_argnums=donate)
+    by_role = {
+      'batch': self.batch_sharding,
+      'members': self.member_sharding,
+      'state': self.replicated,
+      'shared': self.replicated,
+    }
+    outs = tuple(by_role[r] for r in out_roles) if out_roles else self.replicated
+    return jax.jit(
+      fn,
+      in_shardings=tuple(by_role[r] for r in roles),
+      out_shardings=outs,
+      donate_argnums=donate,
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import optax
 from seq2seq_jax import models
 from seq2seq_jax.data import input_pipeline
 from seq2seq_jax.decoding import greedy_search
-from seq2seq_jax.train import checkpointing, distributed, steps
+from seq2seq_jax.train import checkpointing, distributed, population, steps
 
 
 @dataclasses.dataclass
@@ -99,7 +99,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Experimen
   builds the batchers and the model."""
   workdir_path = Path(workdir).absolute()
   workdir_path.mkdir(parents=True, exist_ok=True)
-  devices = distributed.Devices.current(config.train.get('parallel', 'auto'))
+  member_shards = int(config.population.get('member_shards', 1))
+  if member_shards > 1 and population.size(config) % member_shards:
+    raise distributed.DistributedError(
+      f'population.member_shards={member_shards} does not divide the population of '
+      f'{population.size(config)}'
+    )
+  devices = distributed.Devices.current(config.train.get('parallel', 'auto'), member_shards)
   devices.check_divides('train.batch_size', config.train.batch_size)
   devices.check_divides('eval.batch_size', config.eval.batch_size)
   accum = int(config.train.get('grad_accum_steps', 1))

@@ -220,8 +220,9 @@ def compile_population_steps(
   grad_accum_steps: int = 1,
 ) -> tuple[Any, Any]:
   """The compiled population steps for `devices` (jit; jit with shardings: stacked states
-  replicated, batch split over the mesh; or pmap: the members' vmap inside pmap); the
-  states' buffers are donated, keys and learning rates are the same on every device."""
+  replicated, or with `member_shards` > 1 split over the mesh's 'members' axis, the batch
+  split over its 'data' axis; or pmap: the members' vmap inside pmap); the states'
+  buffers are donated."""
   train = functools.partial(
     population_train_step,
     model=model,
@@ -231,6 +232,16 @@ def compile_population_steps(
     grad_accum_steps=grad_accum_steps,
   )
   evaluate = functools.partial(population_eval_step, model=model, chunk=chunk)
+  if devices.member_shards > 1:  # states, keys and rates split over the 'members' axis
+    return (
+      devices.compile(
+        train,
+        ('members', 'batch', 'members', 'members'),
+        donate=(0,),
+        out_roles=('members', 'shared'),
+      ),
+      devices.compile(evaluate, ('members', 'batch')),
+    )
   return (
     devices.compile(train, ('state', 'batch', 'shared', 'shared'), donate=(0,)),
     devices.compile(evaluate, ('state', 'batch')),

@@ -95,10 +95,13 @@ class PopulationRun:
     states, self.dropout_keys = population.init_population(
       exp.model, tx, [m.seed for m in self.members]
     )
-    self.learning_rates = devices.broadcast(
-      jnp.asarray([m.learning_rate for m in self.members], jnp.float32)
-    )
-    self.dropout_keys = devices.broadcast(self.dropout_keys)
+    rates = jnp.asarray([m.learning_rate for m in self.members], jnp.float32)
+    if devices.member_shards > 1:  # members split over the mesh: rates and keys with them
+      self.learning_rates = devices.place_members(rates)
+      self.dropout_keys = devices.place_members(self.dropout_keys)
+    else:
+      self.learning_rates = devices.broadcast(rates)
+      self.dropout_keys = devices.broadcast(self.dropout_keys)
     self.member_dirs = [exp.workdir / population.MEMBERS_DIR / str(m.index) for m in self.members]
     self.ckpts = [
       checkpointing.Checkpoints(
@@ -128,6 +131,9 @@ class PopulationRun:
       devices.describe(),
     )
     chunk = population.resolve_chunk(int(config.population.get('chunk', -1)))
+    if devices.member_shards > 1 and chunk:
+      logging.info('members split over %d device groups: one vmap (chunk 0)', devices.member_shards)
+      chunk = 0  # the partitioner splits one vmap over the 'members' axis
     self.train_fn, self.eval_fn = population.compile_population_steps(
       exp.model, tx, devices, config.train.label_smoothing, chunk, exp.grad_accum_steps
     )
@@ -135,7 +141,7 @@ class PopulationRun:
       exp.workdir, self.member_dirs, enabled=exp.is_main, initial_step=self.start_step
     )
     self.labels = [f'{m.index}: lr {m.learning_rate:g}, seed {m.seed}' for m in self.members]
-    self.states = devices.replicate(states)
+    self.states = devices.place_members(states)
 
   def train(self, step: int, batch: Any) -> None:
     self.states, metrics = self.train_fn(self.states, batch, self.dropout_keys, self.learning_rates)
@@ -169,6 +175,8 @@ class PopulationRun:
       self.eval_fn, self.states.params, exp.val_batcher, exp.devices, self.size
     )
     params = exp.devices.unreplicate(self.states).params
+    if exp.devices.member_shards > 1:  # one member at a time from host memory
+      params = jax.device_get(params)
     improved, to_best = [], []
     for m, record in zip(self.members, records, strict=True):
       bleu, _ = evaluation.evaluate_bleu(
