@@ -12,7 +12,7 @@ WORKDIR ?= workdirs/default
 CONFIG ?= configs/default.py
 ARGS ?=
 
-.PHONY: venv venv-torch train d2l benchmark compare-torch test lint clean
+.PHONY: venv venv-torch train d2l benchmark compare-torch gpu-check gpu-wheels test lint clean
 
 venv: $(VENV)/.installed
 
@@ -46,6 +46,22 @@ venv-torch: .venv-torch/.installed
 compare-torch: venv venv-torch
 	$(PY) -m seq2seq_jax.benchmarks.torch_comparison --torch_python=.venv-torch/bin/python \
 	  --data=$(DATA)/fra.txt $(ARGS)
+
+# The accelerator check (seq2seq_jax/benchmarks/gpu_check.py, about 10 minutes), run with
+# the Python that has JAX for the accelerator (`pip install -e '.[cuda]'`, or a machine's
+# own image). `gpu-wheels` (on a machine with the package index) gathers wheels of this
+# project's dependencies for Python 3.12 into .gpu_wheels/, for an accelerator machine
+# without one: `pip install --no-index --find-links=.gpu_wheels --no-deps .gpu_wheels/*`.
+GPU_PYTHON ?= python3
+
+gpu-check:
+	$(GPU_PYTHON) -m seq2seq_jax.benchmarks.gpu_check --data=$(DATA) --torch_python=$(GPU_PYTHON) $(ARGS)
+
+gpu-wheels: venv
+	$(PY) -m pip wheel -q --no-deps -w .gpu_wheels tensorflow-datasets ml_collections \
+	  tensorboardX immutabledict promise simple_parsing tensorflow-metadata etils
+	$(PY) -m pip download -q --no-deps -d .gpu_wheels --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 array_record dm-tree
 
 lint: venv
 	$(VENV)/bin/ruff format --check .

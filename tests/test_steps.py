@@ -338,8 +338,10 @@ def test_gradient_accumulation_equals_the_big_batch(tiny: Tiny) -> None:
     results[k] = (s, metrics)
   (one, m1), (acc, m4) = results[1], results[4]
   assert int(acc.step) == 2
+  # Adam divides by sqrt(v): for a gradient near 0 the float32 summation order (other
+  # rows in other micro-batches) moves an update by up to ~1e-5 of the 1e-2 step.
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(acc.params), strict=True):
-    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=5e-5)
   for key in ('loss', 'correct', 'tokens', 'grad_norm'):
     np.testing.assert_allclose(m4[key], m1[key], rtol=1e-5)
   moved = jax.tree.leaves(

@@ -141,8 +141,7 @@ class Devices:
   def __post_init__(self) -> None:
     if self.member_shards < 1 or self.total % self.member_shards:
       raise DistributedError(
-        f'population.member_shards={self.member_shards} does not divide the '
-        f'{self.total} device(s)'
+        f'population.member_shards={self.member_shards} does not divide the {self.total} device(s)'
       )
     if self.member_shards > 1 and self.mode != 'jit':
       raise DistributedError("population.member_shards > 1 needs train.parallel='jit'")
@@ -334,16 +333,16 @@ class Devices:
     fn = functools.partial(fn, axis_name=None)
     if not self.sharded:
       return jax.jit(fn, donate_argnums=donate)
-    by_role = {
-      'batch': self.batch_sharding,
-      'members': self.member_sharding,
-      'state': self.replicated,
-      'shared': self.replicated,
-    }
-    outs = tuple(by_role[r] for r in out_roles) if out_roles else self.replicated
+
+    def sharding(role: str) -> NamedSharding:
+      if role == 'batch':
+        return self.batch_sharding
+      return self.member_sharding if role == 'members' else self.replicated
+
+    outs = tuple(map(sharding, out_roles)) if out_roles else self.replicated
     return jax.jit(
       fn,
-      in_shardings=tuple(by_role[r] for r in roles),
+      in_shardings=tuple(map(sharding, roles)),
       out_shardings=outs,
       donate_argnums=donate,
     )

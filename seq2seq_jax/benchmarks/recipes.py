@@ -1,0 +1,136 @@
+"""Equal-time comparison of training recipes on the full data (README, "Choosing the
+defaults"): each recipe is `configs/default.py` plus flags, trained for `--budget_s`
+seconds, two at a time, each pinned to one core (`taskset`), then scored on the test
+split (best checkpoint: greedy and beam 4; the average of the last K checkpoints:
+greedy; a population's members as an ensemble).
+
+  python -m seq2seq_jax.benchmarks.recipes --data=../shared/data/fra-eng \
+      --budget_s=900 --out=workdirs/recipes [--recipes=base,bidirectional,...]
+
+Recipes (`RECIPES`): base (the default), bidirectional, tied, bidirectional_tied, and
+ensemble2 (a population of two seeds trained in the same time on the same core: each
+member gets half the steps; scored as an ensemble of both and as its first member).
+Prints one JSON object per scored run and, last, a Markdown table. A recipe whose
+workdir already holds a finished run is scored again, not retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from absl import app, flags
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES: dict[str, list[str]] = {
+  'base': [],
+  'bidirectional': ['--config.model.bidirectional=True'],
+  'tied': ['--config.model.tie_embeddings=True'],
+  'bidirectional_tied': ['--config.model.bidirectional=True', '--config.model.tie_embeddings=True'],
+  'ensemble2': ['--config.population.size=2', '--config.population.seeds=(0,1)'],
+}
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string('data', '../shared/data/fra-eng', 'A directory with fra.txt.')
+  flags.DEFINE_string('out', 'workdirs/recipes', 'One workdir per recipe under this.')
+  flags.DEFINE_integer('budget_s', 900, 'Training seconds per recipe.')
+  flags.DEFINE_list('recipes', list(RECIPES), f'Which of {list(RECIPES)}.')
+  flags.DEFINE_integer('average_last', 5, 'Checkpoints averaged (one per 200 steps).')
+
+
+def _train(name: str, core: int) -> subprocess.Popen:
+  workdir = Path(FLAGS.out) / name
+  cmd = [
+    'taskset',
+    '-c',
+    str(core),
+    sys.executable,
+    str(ROOT / 'train.py'),
+    f'--config={ROOT / "configs/default.py"}',
+    f'--workdir={workdir}',
+    f'--config.data.manual_dir={Path(FLAGS.data).absolute()}',
+    f'--config.train.time_budget_s={FLAGS.budget_s}',
+    '--config.train.eval_every_steps=500',
+    '--config.train.checkpoint_every_steps=200',
+    f'--config.train.keep_checkpoints={max(FLAGS.average_last, 3)}',
+    *RECIPES[name],
+  ]
+  workdir.mkdir(parents=True, exist_ok=True)
+  log = (workdir / 'train.log').open('a')
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _evaluate(workdirs: list[Path], *args: str) -> dict[str, Any] | None:
+  cmd = [sys.executable, '-m', 'seq2seq_jax.evaluate', '--split=test']
+  cmd += [f'--workdir={w}' for w in workdirs] + list(args)
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  if proc.returncode:
+    return {'error': (proc.stderr.strip().splitlines() or ['?'])[-1]}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _steps(workdir: Path) -> int | None:
+  lines = (workdir / 'metrics.jsonl').read_text().splitlines() if workdir.exists() else []
+  steps = [json.loads(line)['step'] for line in lines if '"train_loss"' in line]
+  return steps[-1] if steps else None
+
+
+def score(name: str) -> list[dict[str, Any]]:
+  workdir = Path(FLAGS.out) / name
+  rows = []
+  if name.startswith('ensemble'):
+    members = sorted((workdir / 'members').iterdir(), key=lambda p: int(p.name))
+    runs = {'ensemble': members, 'member 0': members[:1]}
+  else:
+    runs = {'model': [workdir]}
+  for what, dirs in runs.items():
+    row: dict[str, Any] = {'recipe': name, 'scored': what, 'steps': _steps(dirs[0])}
+    row['greedy'] = _evaluate(dirs)
+    row['beam4'] = _evaluate(dirs, '--beam_size=4')
+    avg = [
+      sys.executable,
+      '-m',
+      'seq2seq_jax.average',
+      f'--workdir={dirs[0]}',
+      f'--last={FLAGS.average_last}',
+    ]
+    if what == 'model' and subprocess.run(avg, cwd=ROOT, capture_output=True).returncode == 0:
+      row['averaged_greedy'] = _evaluate(dirs, '--checkpoint=averaged')
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+  return rows
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  unknown = set(FLAGS.recipes) - set(RECIPES)
+  if unknown:
+    raise app.UsageError(f'unknown recipes {sorted(unknown)}; known: {list(RECIPES)}')
+  names = list(FLAGS.recipes)
+  for pair in (names[i : i + 2] for i in range(0, len(names), 2)):
+    for proc in [_train(name, core) for core, name in enumerate(pair)]:
+      proc.wait()
+  rows = [row for name in names for row in score(name)]
+
+  def cell(result: dict | None) -> str:
+    if not result or 'bleu' not in result:
+      return '-'
+    return f'{result["bleu"]:.2f} / {result["chrf"]:.2f}'
+
+  print('| recipe | scored | steps | test BLEU / chrF greedy | beam 4 | averaged, greedy |')
+  print('| --- | --- | --- | --- | --- | --- |')
+  for r in rows:
+    print(
+      f'| {r["recipe"]} | {r["scored"]} | {r["steps"]} | {cell(r["greedy"])} | '
+      f'{cell(r["beam4"])} | {cell(r.get("averaged_greedy"))} |'
+    )
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
