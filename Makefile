@@ -67,8 +67,9 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
+# Two workers (one per core here), each test file on one worker (its module fixtures once).
 test: lint
-	$(VENV)/bin/pytest tests
+	$(VENV)/bin/pytest -n auto --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) .venv-torch workdirs .pytest_cache .ruff_cache

@@ -53,6 +53,11 @@ def check_supported(translator: inference.Translator) -> None:
       f"attention plots need a model with model.decoder='attention'; this workdir's "
       f'model.decoder is {translator.decoder!r}'
     )
+  if translator.ensemble_size > 1:
+    raise NoAttentionError(
+      f'attention plots show one model; this is an ensemble of {translator.ensemble_size} '
+      '(give one --workdir)'
+    )
 
 
 @functools.cache

@@ -141,3 +141,9 @@ def test_heatmaps_are_written_for_a_trained_model(translator, tmp_path: Path) ->
   np.testing.assert_allclose(first.weights.sum(-1), 1.0, rtol=1e-5)
   assert maps[2].src_tokens[0] == 'zebras'  # unknown words keep their text on the plot
   assert len(maps[3].src_tokens) == translator.max_len
+
+
+def test_an_ensemble_has_no_single_attention_to_plot(translator, tmp_path: Path) -> None:  # noqa: ANN001
+  pair = inference.load([translator.workdirs[0]] * 2)
+  with pytest.raises(errors.UserError, match='ensemble of 2'):
+    translate.make_translate_fn(pair, str(tmp_path / 'plots'))

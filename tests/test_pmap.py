@@ -84,31 +84,25 @@ def test_pmap_and_jit_steps_on_8_devices_equal_one_device() -> None:
   )
 
 
-def test_pmap_training_equals_one_device_and_resumes_in_jit_mode_then_on_one(
-  data_dir: Path, tmp_path: Path
-) -> None:
-  """`train.py` with train.parallel=pmap on 8 devices for 8 steps, and on 1 device for 12
+def test_training_resumes_across_modes_and_device_counts(data_dir: Path, tmp_path: Path) -> None:
+  """`train.py` with train.parallel=pmap on 8 devices for 8 steps, and on 1 device for 14
   steps (same global batch 16, dropout off): the same losses and step-8 parameters. The
   pmap checkpoint then resumes on 8 devices in the default mode (jit with shardings) to
-  step 10, and that one on 1 device to step 12: steps 9-12 match the uninterrupted
-  1-device run."""
+  step 10, that one with pmap to step 12, and that one on 1 device to step 14: steps
+  9-14 match the uninterrupted 1-device run."""
   eight, one = tmp_path / 'eight', tmp_path / 'one'
-  every = '--config.train.eval_every_steps=8'  # evaluations at steps 8 and 12
+  every = '--config.train.eval_every_steps=8'  # evaluations at step 8 and at the end
+  pmap = '--config.train.parallel=pmap'
   procs = [
     runs.start(
       runs.train_cmd(
-        data_dir,
-        eight,
-        tmp_path / 'tfds8',
-        '--config.train.num_train_steps=8',
-        '--config.train.parallel=pmap',
-        every,
+        data_dir, eight, tmp_path / 'tfds8', '--config.train.num_train_steps=8', pmap, every
       ),
       runs.env_with_devices(8),
       tmp_path / 'eight.log',
     ),
     runs.start(
-      runs.train_cmd(data_dir, one, tmp_path / 'tfds1', '--config.train.num_train_steps=12', every),
+      runs.train_cmd(data_dir, one, tmp_path / 'tfds1', '--config.train.num_train_steps=14', every),
       runs.env_with_devices(1),
       tmp_path / 'one.log',
     ),
@@ -117,7 +111,7 @@ def test_pmap_training_equals_one_device_and_resumes_in_jit_mode_then_on_one(
   runs.finish(procs[1], tmp_path / 'one.log')
   assert 'training to step 8 on 8 device(s), pmap' in log8
   losses8, losses1 = runs.train_losses(eight), runs.train_losses(one)
-  assert sorted(losses8) == [2, 4, 6, 8] and sorted(losses1) == [2, 4, 6, 8, 10, 12]
+  assert sorted(losses8) == [2, 4, 6, 8] and sorted(losses1) == [2, 4, 6, 8, 10, 12, 14]
   np.testing.assert_allclose(
     [losses8[s] for s in (2, 4, 6, 8)], [losses1[s] for s in (2, 4, 6, 8)], rtol=1e-5
   )
@@ -126,27 +120,27 @@ def test_pmap_training_equals_one_device_and_resumes_in_jit_mode_then_on_one(
   assert step8 == 8
   runs.assert_params_close(params8, runs.saved_params(one, 8)[1])
 
-  # Resume the pmap checkpoint on 8 devices in the jit mode, then on one device.
-  for devices, steps, log in ((8, 10, 'jit.log'), (1, 12, 'resume.log')):
-    resumed = runs.finish(
-      runs.start(
-        runs.train_cmd(
-          data_dir, eight, tmp_path / 'tfds8', f'--config.train.num_train_steps={steps}', every
-        ),
-        runs.env_with_devices(devices),
-        tmp_path / log,
-      ),
-      tmp_path / log,
+  # pmap -> jit with shardings -> pmap -> one device.
+  chain = (
+    (8, 10, (), '8 device(s), jit with shardings'),
+    (8, 12, (pmap,), '8 device(s), pmap'),
+    (1, 14, (), 'on 1 device(s)'),
+  )
+  for devices, steps, extra, shown in chain:
+    log = tmp_path / f'to_{steps}.log'
+    cmd = runs.train_cmd(
+      data_dir, eight, tmp_path / 'tfds8', f'--config.train.num_train_steps={steps}', every, *extra
     )
-    assert f'resumed from step {steps - 2}' in resumed
-  assert 'on 8 device(s), jit with shardings' in (tmp_path / 'jit.log').read_text()
-  assert 'on 1 device(s)' in resumed
+    resumed = runs.finish(runs.start(cmd, runs.env_with_devices(devices), log), log)
+    assert f'resumed from step {steps - 2}' in resumed and shown in resumed
   continued = runs.train_losses(eight)
-  assert sorted(continued) == [2, 4, 6, 8, 10, 12]
-  np.testing.assert_allclose([continued[10], continued[12]], [losses1[10], losses1[12]], rtol=1e-4)
-  np.testing.assert_allclose(runs.val_losses(eight)[12], runs.val_losses(one)[12], rtol=1e-4)
+  assert sorted(continued) == sorted(losses1)
+  np.testing.assert_allclose(
+    [continued[s] for s in (10, 12, 14)], [losses1[s] for s in (10, 12, 14)], rtol=1e-4
+  )
+  np.testing.assert_allclose(runs.val_losses(eight)[14], runs.val_losses(one)[14], rtol=1e-4)
   step, params = runs.saved_params(eight)
-  assert step == 12
+  assert step == 14
   runs.assert_params_close(params, runs.saved_params(one)[1], atol=1e-4)
 
 

@@ -213,8 +213,7 @@ def test_a_translation_does_not_depend_on_its_batch(translator, beam_size: int) 
     for s, out in zip(batch, t.translate(batch), strict=True):
       if s in alone:
         assert out == alone[s], (size, s)
-  both = t.translate(pool[:6]) == t.translate(pool[:6][::-1])[::-1]
-  assert both
+  assert t.translate(pool[:6]) == t.translate(pool[:6][::-1])[::-1]
 
 
 def test_an_ensemble_loads_from_several_workdirs_and_checks_their_vocabularies(

@@ -263,6 +263,8 @@ class Devices:
     if self.sharded:
 
       def put(x: Any) -> jax.Array:
+        if isinstance(x, jax.Array) and x.sharding == self.replicated:
+          return x  # already a replicated global array (restored so)
         if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
           data = put(jax.random.key_data(x))  # typed keys travel as their key data
           return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
@@ -279,6 +281,16 @@ class Devices:
       return jax.device_put(np.broadcast_to(x, (len(devices),) + x.shape), sharding)
 
     return jax.tree.map(put, tree)
+
+  def restore_target(self, tree: Any) -> Any:
+    """What Orbax restores a state into: in the 'jit' mode the shapes with the replicated
+    sharding (each process reads the checkpoint into its devices: no host copy to place
+    afterwards); otherwise the tree itself (host or one-device arrays)."""
+    if not self.sharded:
+      return tree
+    return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=self.replicated), tree
+    )
 
   def broadcast(self, tree: Any) -> Any:
     """Values every device reads whole (keys, learning rates): replicated global arrays in

@@ -63,7 +63,8 @@ class SingleRun:
     if self.ckpts.latest_step() is not None:
       _, saved = self.ckpts.read_meta('latest')
       checkpointing.check_compatible(saved['signature'], exp.signature)
-      start, state, meta = self.ckpts.restore('latest', state)
+      # jit with shardings: Orbax restores straight into replicated global arrays.
+      start, state, meta = self.ckpts.restore('latest', devices.restore_target(state))
       exp.batcher.restore(meta['position'])
       self.best_bleu = meta.get('best_bleu', -1.0)
       self.evals_since_best = meta.get('evals_since_best', 0)
@@ -108,6 +109,9 @@ class SingleRun:
       'best_bleu': self.best_bleu,
       'evals_since_best': self.evals_since_best,
     }
+    # This process's first replica, as host arrays (no gather; the same files in every
+    # mode: saving the global arrays would record the devices' topology in the
+    # checkpoint, which then needs a target tree with shardings to be read back).
     host = jax.device_get(self.exp.devices.unreplicate(self.state))
     self.ckpts.save(step, host, meta, best_bleu=bleu)
 
