@@ -3,7 +3,7 @@
   python -m seq2seq_jax.evaluate --workdir=DIR --pairs=FILE.tsv   # English<TAB>French lines
   python -m seq2seq_jax.evaluate --workdir=DIR --split=test        # the TFDS test split
   ... --beam_size=4 --alpha=0.75                                    # beam search (1: greedy)
-  ... --workdir=DIR2 --workdir=DIR3                                 # an ensemble
+  ... --ensemble=DIR2,DIR3                                          # an ensemble
 
 The decoding flags are translate's (`--max_len_ratio`, `--sample`, ...).
 
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
       output = FLAGS.output or f'{FLAGS.pairs}.hyp'
     else:
       pairs = input_pipeline.load_pairs(translator.config.data, FLAGS.split)
-      output = FLAGS.output or str(Path(FLAGS.workdir[0]) / f'{FLAGS.split}.hyp')
+      output = FLAGS.output or str(Path(FLAGS.workdir) / f'{FLAGS.split}.hyp')
     scores, translations = evaluate(translator, pairs)
     Path(output).write_text(''.join(h + '\n' for _, h in translations), encoding='utf-8')
     result = {

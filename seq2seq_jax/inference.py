@@ -320,8 +320,11 @@ def define_flags(batch_size: int) -> None:
   to decode."""
   from absl import flags
 
-  flags.DEFINE_multi_string(
-    'workdir', None, 'A workdir written by train.py; several (or a population): an ensemble.'
+  flags.DEFINE_string(
+    'workdir', None, "A workdir written by train.py (a population's: all its members)."
+  )
+  flags.DEFINE_list(
+    'ensemble', [], 'More workdirs, comma-separated: decode with the mean of all log-probs.'
   )
   flags.DEFINE_string(
     'checkpoint', 'best', "'best', 'latest', 'averaged' (seq2seq_jax.average) or a step number."
@@ -351,7 +354,7 @@ def load_from_flags(flag_values: Any) -> Translator:
   """`load` with the flags of `define_flags`."""
   f = flag_values
   return load(
-    f.workdir,
+    [f.workdir, *f.ensemble],
     f.checkpoint,
     f.batch_size,
     beam_size=f.beam_size,

@@ -1,6 +1,6 @@
 """Translate with a trained workdir.
 
-  python -m seq2seq_jax.translate --workdir=DIR [--workdir=DIR2 ...]
+  python -m seq2seq_jax.translate --workdir=DIR [--ensemble=DIR2,DIR3]
       [--checkpoint=best|latest|averaged|STEP] [--beam_size=K] [--alpha=A] [--nbest=K]
       [--sample [--temperature=T] [--top_k=K] [--seed=S]] [--max_len=N]
       [--max_len_ratio=R] [--plot_attention=PLOTDIR] [SENTENCE ...]
@@ -19,8 +19,9 @@ model (`--temperature`, `--top_k`; the same `--seed` gives the same samples, wha
 the batching); `--max_len=N` and `--max_len_ratio=R` stop an output at N tokens and at
 R times its source's tokens (`<eos>` counted on both sides); `--plot_attention=PLOTDIR`
 writes a heatmap of the attention weights per sentence (models with the attention
-decoder). Several `--workdir`s (or a population's workdir) translate as an ensemble:
-the mean of the members' log-probabilities, in one compiled search.
+decoder). `--ensemble=DIR2,DIR3` (more workdirs beside `--workdir`), or a population's
+workdir, translate as an ensemble: the mean of the members' log-probabilities, in one
+compiled search.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ flags.DEFINE_integer(
   'nbest',
   0,
   'Write the K best translations of each line as one JSON object per line '
-  '({"source", "hypotheses": [{"translation", "score"}, ...]}) instead of plain text.',
+  '({"source", "hypotheses": [{"text", "score"}, ...]}) instead of plain text.',
   lower_bound=0,
 )
 TranslateFn = Callable[[Sequence[str]], list[str]]
@@ -65,7 +66,7 @@ def make_translate_fn(
         json.dumps(
           {
             'source': s,
-            'hypotheses': [{'translation': t, 'score': round(p, 6)} for t, p in hyps],
+            'hypotheses': [{'text': t, 'score': round(p, 6)} for t, p in hyps],
           },
           ensure_ascii=False,
         )

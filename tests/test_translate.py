@@ -139,7 +139,7 @@ def test_evaluate_takes_the_beam_size(workdir: Path, tmp_path: Path) -> None:
       'seq2seq_jax.evaluate',
       f'--workdir={workdir}',
       f'--pairs={pairs}',
-      f'--workdir={workdir}',  # the same model twice: an ensemble that decodes as the model
+      f'--ensemble={workdir}',  # the same model twice: an ensemble that decodes as the model
       '--beam_size=2',
       '--alpha=0.5',
     ],
@@ -188,7 +188,7 @@ def test_nbest_lines_hold_k_scored_hypotheses(translator) -> None:  # noqa: ANN0
   ):
     scores = [h['score'] for h in o['hypotheses']]
     assert 1 <= len(scores) <= 3 and scores == sorted(scores, reverse=True)
-    assert o['hypotheses'][0]['translation'] == best
+    assert o['hypotheses'][0]['text'] == best
   with pytest.raises(errors.UserError, match='do not go together'):
     translate.make_translate_fn(translator, '/tmp/plots', nbest=2)
 
@@ -243,7 +243,7 @@ def test_sampling_and_length_limits_through_the_command_line(workdir: Path, tran
   the workdir twice: the lines the in-process translator gives; the same seed, the same
   samples (whatever the batch); sampling with beam search is refused."""
   flags = ['--sample', '--seed=3', '--top_k=4', '--temperature=1.5', '--max_len_ratio=0.6']
-  proc = _run(workdir, f'--workdir={workdir}', *flags, *SENTENCES)
+  proc = _run(workdir, f'--ensemble={workdir}', *flags, *SENTENCES)
   assert proc.returncode == 0, proc.stderr.decode()
   sampler = inference.load(
     [workdir, workdir], sample=True, seed=3, top_k=4, temperature=1.5, max_len_ratio=0.6

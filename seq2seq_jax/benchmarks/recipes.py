@@ -67,7 +67,9 @@ def _train(name: str, core: int) -> subprocess.Popen:
 
 def _evaluate(workdirs: list[Path], *args: str) -> dict[str, Any] | None:
   cmd = [sys.executable, '-m', 'seq2seq_jax.evaluate', '--split=test']
-  cmd += [f'--workdir={w}' for w in workdirs] + list(args)
+  cmd += [f'--workdir={workdirs[0]}'] + list(args)
+  if len(workdirs) > 1:
+    cmd.append('--ensemble=' + ','.join(map(str, workdirs[1:])))
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   if proc.returncode:
     return {'error': (proc.stderr.strip().splitlines() or ['?'])[-1]}
