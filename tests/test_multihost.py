@@ -61,16 +61,19 @@ def start_pair(
   return procs
 
 
+@pytest.mark.parametrize('mode', ['jit', 'pmap'])
 def test_multihost_two_processes_train_like_one_process_with_8_devices(
-  data_dir: Path, tmp_path: Path
+  data_dir: Path, tmp_path: Path, mode: str
 ) -> None:
-  """Dropout on: device k of the 8 (process k // 4) gets rows 2k, 2k+1 of each global
-  batch and the dropout key folded with k in both layouts, so even the masks agree."""
+  """Dropout on. jit with shardings: the masks of the global batch in both layouts.
+  pmap: device k of the 8 (process k // 4) gets rows 2k, 2k+1 of each global batch and
+  the dropout key folded with k in both layouts. Either way even the masks agree."""
   single, multi = tmp_path / 'single', tmp_path / 'multi'
   args = (
     '--config.train.num_train_steps=8',
     '--config.train.eval_every_steps=8',
     '--config.model.dropout=0.2',
+    f'--config.train.parallel={mode}',
   )
   ref = runs.start(
     runs.train_cmd(data_dir, single, tmp_path / 'tfds1', *args),
@@ -83,7 +86,8 @@ def test_multihost_two_processes_train_like_one_process_with_8_devices(
 
   for index, log in enumerate(logs):
     assert f'process {index} of 2' in log
-    assert 'training to step 8 on 8 device(s)' in log
+    shown = 'jit with shardings' if mode == 'jit' else 'pmap'
+    assert f'training to step 8 on 8 device(s), {shown}' in log
   # Global metrics, equal to one process with the same 8 devices.
   losses, reference = runs.train_losses(multi), runs.train_losses(single)
   assert sorted(losses) == sorted(reference) == [2, 4, 6, 8]
