@@ -5,7 +5,8 @@ split (best checkpoint: greedy and beam 4; the average of the last K checkpoints
 greedy; a population's members as an ensemble).
 
   python -m seq2seq_jax.benchmarks.recipes --data=../shared/data/fra-eng \
-      --budget_s=900 --out=workdirs/recipes [--recipes=base,bidirectional,...]
+      --budget_s=900 --out=workdirs/recipes [--recipes=base,bidirectional,...] \
+      [--set=model.dtype=float32,...]
 
 Recipes (`RECIPES`): base (the default), bidirectional, tied, bidirectional_tied, and
 ensemble2 (a population of two seeds trained in the same time on the same core: each
@@ -40,7 +41,11 @@ def define_flags() -> None:
   flags.DEFINE_string('out', 'workdirs/recipes', 'One workdir per recipe under this.')
   flags.DEFINE_integer('budget_s', 900, 'Training seconds per recipe.')
   flags.DEFINE_list('recipes', list(RECIPES), f'Which of {list(RECIPES)}.')
-  flags.DEFINE_integer('average_last', 5, 'Checkpoints averaged (one per 200 steps).')
+  flags.DEFINE_integer('average_last', 5, 'The last K checkpoints averaged.')
+  flags.DEFINE_integer('checkpoint_every', 100, 'Steps between checkpoints (for averaging).')
+  flags.DEFINE_list(
+    'set', [], 'Config overrides for every recipe, e.g. model.dtype=float32 (CPUs without bf16).'
+  )
 
 
 def _train(name: str, core: int) -> subprocess.Popen:
@@ -56,8 +61,9 @@ def _train(name: str, core: int) -> subprocess.Popen:
     f'--config.data.manual_dir={Path(FLAGS.data).absolute()}',
     f'--config.train.time_budget_s={FLAGS.budget_s}',
     '--config.train.eval_every_steps=500',
-    '--config.train.checkpoint_every_steps=200',
+    f'--config.train.checkpoint_every_steps={FLAGS.checkpoint_every}',
     f'--config.train.keep_checkpoints={max(FLAGS.average_last, 3)}',
+    *(f'--config.{override}' for override in FLAGS.set),
     *RECIPES[name],
   ]
   workdir.mkdir(parents=True, exist_ok=True)

@@ -196,14 +196,10 @@ class Devices:
     if self.member_shards == 1:
       return self.replicate(tree)
 
-    def put(x: Any) -> jax.Array:
-      if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        data = put(jax.random.key_data(x))
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-      x = np.asarray(jax.device_get(x))
+    def put(x: np.ndarray) -> jax.Array:
       return jax.make_array_from_callback(x.shape, self.member_sharding, lambda i: x[i])
 
-    return jax.tree.map(put, tree)
+    return jax.tree.map(functools.partial(_place, put), tree)
 
   @property
   def batch_sharding(self) -> NamedSharding:
@@ -265,12 +261,7 @@ class Devices:
       def put(x: Any) -> jax.Array:
         if isinstance(x, jax.Array) and x.sharding == self.replicated:
           return x  # already a replicated global array (restored so)
-        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-          data = put(jax.random.key_data(x))  # typed keys travel as their key data
-          return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-        return jax.make_array_from_process_local_data(
-          self.replicated, np.asarray(jax.device_get(x))
-        )
+        return _place(lambda v: jax.make_array_from_process_local_data(self.replicated, v), x)
 
       return jax.tree.map(put, tree)
     devices = jax.local_devices()
@@ -358,6 +349,15 @@ class Devices:
       out_shardings=outs,
       donate_argnums=donate,
     )
+
+
+def _place(put: Callable[[np.ndarray], jax.Array], x: Any) -> jax.Array:
+  """`put` of a leaf's host value; a typed PRNG key travels as its key data."""
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(
+      _place(put, jax.random.key_data(x)), impl=jax.random.key_impl(x)
+    )
+  return put(np.asarray(jax.device_get(x)))
 
 
 # ---------------------------------------------------------------------------------------
