@@ -50,4 +50,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main))
+  sys.exit(app.run(main, flags_parser=errors.config_flags_parser()))

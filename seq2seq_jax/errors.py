@@ -4,8 +4,9 @@ that names the problem and exit status 1, not a traceback from deep inside."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 
 class UserError(RuntimeError):
@@ -28,3 +29,83 @@ def one_line_errors(program: str = 'error') -> Iterator[None]:
 
 class TrainingError(UserError):
   """Training cannot go on (non-finite loss, mismatched workdir); the message says why."""
+
+
+# ---------------------------------------------------------------------------------------
+# Config overrides on the command line.
+
+
+def unknown_config_field(config, overrides: Iterable[str]) -> str | None:  # noqa: ANN001
+  """A one-line message for the first `--config.PATH[=VALUE]` override whose PATH is not
+  a field of `config` (a ConfigDict), naming it and the closest valid names; else None."""
+  fields = _field_names(config)
+  for arg in overrides:
+    path = arg.split('=', 1)[0].removeprefix('--').removeprefix('config.')
+    if path in fields or any(f.startswith(path + '.') for f in fields):
+      continue
+    parts = path.split('.')
+    level, known = config, []
+    for part in parts[:-1]:  # the deepest group that exists
+      if not hasattr(level, 'keys') or part not in level:
+        break
+      level, known = level[part], [*known, part]
+    prefix = '.'.join(known) + '.' if known else ''
+    candidates = [prefix + k for k in level.keys()] if hasattr(level, 'keys') else []
+    close = difflib.get_close_matches(path, candidates, n=3, cutoff=0.6)
+    close = close or difflib.get_close_matches(path, sorted(fields), n=3, cutoff=0.6)
+    hint = f'; did you mean {", ".join(close)}?' if close else ''
+    where = (
+      f' (the fields of {prefix[:-1]}: {", ".join(sorted(level.keys()))})'
+      if (known and not close and hasattr(level, 'keys'))
+      else ''
+    )
+    return f'unknown config field {path!r}{hint}{where}'
+  return None
+
+
+def _field_names(config, prefix: str = '') -> set[str]:  # noqa: ANN001
+  names = set()
+  for key in config.keys():
+    value = config[key]
+    names.add(prefix + key)
+    if hasattr(value, 'keys'):
+      names |= _field_names(value, f'{prefix}{key}.')
+  return names
+
+
+def config_flags_parser(flag: str = 'config') -> Callable[[list[str]], list[str]]:
+  """An `app.run(flags_parser=...)` that turns an override of a config field that does not
+  exist (`--config.model.no_such_field=3`) into a one-line error with the closest names,
+  where ml_collections would end in a traceback from inside the flag parser."""
+
+  def parse(argv: list[str]) -> list[str]:
+    from absl import flags
+
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:  # a value that does not parse: absl's own message
+      print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+      sys.exit(1)
+    except (AttributeError, KeyError) as e:
+      overrides = [a for a in argv[1:] if a.startswith(f'--{flag}.')]
+      try:
+        message = unknown_config_field(_load_config(argv, flag), overrides)
+      except Exception:  # noqa: BLE001 (the file itself fails: say what the parser said)
+        message = None
+      print(f'error: {message or str(e).splitlines()[0]}', file=sys.stderr)
+      sys.exit(1)
+
+  return parse
+
+
+def _load_config(argv: list[str], flag: str):  # noqa: ANN202
+  """The ConfigDict of the `--flag=FILE[:ARG]` config file named in `argv`."""
+  import importlib.util
+
+  values = [a.split('=', 1)[1] for a in argv[1:] if a.startswith(f'--{flag}=')]
+  values += [b for a, b in zip(argv[1:], argv[2:]) if a == f'--{flag}']
+  path, _, arg = values[-1].partition(':') if values else ('', '', '')
+  spec = importlib.util.spec_from_file_location('_config_file', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from seq2seq_jax import errors
 from seq2seq_jax.train import checkpointing, loop, reporting
 from tests import synthetic
 
@@ -215,6 +216,26 @@ def test_bad_config_value_is_one_line(data_dir: Path, tmp_path: Path) -> None:
   )
   assert out.returncode == 1
   assert out.stderr.strip().splitlines()[-1].startswith('error: model.decoder must be one of')
+
+
+def test_unknown_config_field_is_one_line_with_the_closest_names(
+  data_dir: Path, tmp_path: Path
+) -> None:
+  out = subprocess.run(
+    train_cmd(data_dir, tmp_path / 'w', '--config.model.dropot=0.1'),
+    env=ENV,
+    capture_output=True,
+    text=True,
+  )
+  assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: unknown config field 'model.dropot'; did you mean model.dropout")
+  assert not (tmp_path / 'w').exists()
+  config = tiny.get_config()
+  message = errors.unknown_config_field(config, ['--config.modl.num_layers=1'])
+  assert message.startswith("unknown config field 'modl.num_layers'; did you mean model.num_layers")
+  assert errors.unknown_config_field(config, ['--config.model.num_layers=1']) is None
+  assert errors.unknown_config_field(config, ['--config.model']) is None  # a whole group
 
 
 def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
