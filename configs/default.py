@@ -23,7 +23,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.data_dir = '~/tensorflow_datasets'  # where TFDS keeps the prepared splits
-  config.data.manual_dir = ''  # a directory with fra.txt or fra-eng.zip; '' = download
+  # A manythings file of English and another language (fra.txt, deu.txt, spa-eng.zip, ...)
+  # or a directory holding it; '' = download the book's fra-eng.zip.
+  config.data.manual_dir = ''
+  config.data.src_lang = 'en'  # language codes (ISO 639-1 or the file's 639-3): the direction
+  config.data.tgt_lang = 'fr'
   config.data.train_split = 'train'
   config.data.val_split = 'validation'
   config.data.test_split = 'test'

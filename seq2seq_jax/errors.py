@@ -103,7 +103,7 @@ def _load_config(argv: list[str], flag: str):  # noqa: ANN202
   import importlib.util
 
   values = [a.split('=', 1)[1] for a in argv[1:] if a.startswith(f'--{flag}=')]
-  values += [b for a, b in zip(argv[1:], argv[2:]) if a == f'--{flag}']
+  values += [b for a, b in zip(argv[1:], argv[2:], strict=False) if a == f'--{flag}']
   path, _, arg = values[-1].partition(':') if values else ('', '', '')
   spec = importlib.util.spec_from_file_location('_config_file', path)
   module = importlib.util.module_from_spec(spec)

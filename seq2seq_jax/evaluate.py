@@ -1,15 +1,20 @@
 """Corpus BLEU and chrF of a trained workdir on held-out pairs.
 
-  python -m seq2seq_jax.evaluate --workdir=DIR --pairs=FILE.tsv   # English<TAB>French lines
-  python -m seq2seq_jax.evaluate --workdir=DIR --split=test        # the TFDS test split
+  python -m seq2seq_jax.evaluate --workdir=DIR --pairs=FILE.tsv   # source<TAB>target lines
+  python -m seq2seq_jax.evaluate --workdir=DIR --split=test        # the workdir's test split
+  python -m seq2seq_jax.evaluate --workdir=DIR --src_file=F --ref_file=G [--ref_file=H]
   ... --beam_size=4 --alpha=0.75                                    # beam search (1: greedy)
   ... --ensemble=DIR2,DIR3                                          # an ensemble
 
 The decoding flags are translate's (`--max_len_ratio`, `--sample`, ...).
 
-All references of a repeated source count together (sacreBLEU's multi-reference BLEU).
-The hypotheses go to a file beside the input (or `--output`); the scores, the number of
-sentences and sentences/s are printed as one JSON object on the last line.
+With `--pairs` and `--split`, all references of a repeated source count together
+(sacreBLEU's multi-reference BLEU); with `--src_file`, line i of each `--ref_file` is a
+reference of source line i (files of different line counts: a one-line error; lines with
+an empty source are skipped and counted, their hypothesis line left empty). The
+hypotheses go to a file beside the input (or `--output`), one line per source; the
+scores, the number of sentences and sentences/s are printed as one JSON object on the
+last line.
 """
 
 from __future__ import annotations
@@ -25,19 +30,28 @@ from seq2seq_jax.data import input_pipeline, text
 
 FLAGS = flags.FLAGS
 inference.define_flags(batch_size=512)
-flags.DEFINE_string('pairs', None, 'A file of English<TAB>French lines.')
-flags.DEFINE_string('split', None, "A TFDS split of the workdir's data (e.g. 'test').")
+flags.DEFINE_string('pairs', None, 'A file of source<TAB>reference lines.')
+flags.DEFINE_string('split', None, "A split of the workdir's data (e.g. 'test').")
+flags.DEFINE_string('src_file', None, 'Source sentences, one a line (with --ref_file).')
+flags.DEFINE_multi_string('ref_file', [], 'References, one a line (repeat for several).')
 flags.DEFINE_string('output', None, 'Where to write the hypotheses (one per source).')
 
 
-def read_pairs(path: str) -> list[tuple[str, str]]:
-  """English<TAB>French lines (extra columns ignored); malformed lines are counted."""
-  pairs, skipped = [], 0
+def read_lines(path: str) -> list[str]:
+  """The lines of a UTF-8 text file; a one-line error naming the file and the line that
+  is not UTF-8."""
+  data = Path(path).read_bytes()
   try:
-    lines = Path(path).read_text(encoding='utf-8').splitlines()
+    return data.decode('utf-8').removeprefix('\ufeff').splitlines()
   except UnicodeDecodeError as e:
-    raise errors.UserError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start})') from e
-  for line in lines:
+    line = data[: e.start].count(b'\n') + 1
+    raise errors.UserError(f'{path}: line {line} is not valid UTF-8 ({e.reason})') from None
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+  """source<TAB>reference lines (extra columns ignored); malformed lines are counted."""
+  pairs, skipped = [], 0
+  for line in read_lines(path):
     parts = line.split('\t')
     if len(parts) >= 2 and parts[0].strip() and parts[1].strip():
       pairs.append((parts[0].strip(), parts[1].strip()))
@@ -46,8 +60,49 @@ def read_pairs(path: str) -> list[tuple[str, str]]:
   if skipped:
     logging.warning('%s: skipped %d malformed lines', path, skipped)
   if not pairs:
-    raise errors.UserError(f'{path} holds no English<TAB>French pairs')
+    raise errors.UserError(f'{path} holds no source<TAB>reference pairs')
   return pairs
+
+
+def read_parallel(src_file: str, ref_files: list[str]) -> tuple[list[str], list[list[str]]]:
+  """Source lines and, per reference file, its lines (one-line errors for differing
+  line counts, naming both files and both counts)."""
+  if not ref_files:
+    raise errors.UserError('--src_file needs at least one --ref_file')
+  sources = read_lines(src_file)
+  streams = [read_lines(f) for f in ref_files]
+  for ref_file, refs in zip(ref_files, streams, strict=True):
+    if len(refs) != len(sources):
+      raise errors.UserError(
+        f'{src_file} has {len(sources)} lines but {ref_file} has {len(refs)}: '
+        'a reference file holds one line per source line'
+      )
+  if not any(s.strip() for s in sources):
+    raise errors.UserError(f'{src_file} holds no source sentences')
+  return sources, streams
+
+
+def evaluate_lines(
+  translator: inference.Translator, sources: list[str], streams: list[list[str]]
+) -> tuple[dict, list[str]]:
+  """Scores of the sources' translations against the references, line by line; the
+  hypotheses (empty for empty sources, which are skipped and counted)."""
+  keep = [i for i, s in enumerate(sources) if s.strip()]
+  if len(keep) < len(sources):
+    logging.warning('skipped %d empty source lines', len(sources) - len(keep))
+  t0 = time.perf_counter()
+  translated = translator.translate([sources[i] for i in keep])
+  seconds = time.perf_counter() - t0
+  hyps = [''] * len(sources)
+  for i, h in zip(keep, translated, strict=True):
+    hyps[i] = h
+  references = [
+    [translator.tgt_tok.reference(refs[i]) for refs in streams if refs[i].strip()] for i in keep
+  ]
+  scores = scoring.corpus_scores([text.score_form(hyps[i]) for i in keep], references)
+  scores['sentences_per_s'] = len(keep) / max(seconds, 1e-9)
+  scores['skipped'] = len(sources) - len(keep)
+  return scores, hyps
 
 
 def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> tuple[dict, list]:
@@ -65,17 +120,28 @@ def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> 
 def main(argv: list[str]) -> None:
   del argv
   with errors.one_line_errors('evaluate'):
-    if bool(FLAGS.pairs) == bool(FLAGS.split):
-      raise errors.UserError('give exactly one of --pairs=FILE or --split=NAME')
-    translator = inference.load_from_flags(FLAGS)
-    if FLAGS.pairs:
-      pairs = read_pairs(FLAGS.pairs)
-      output = FLAGS.output or f'{FLAGS.pairs}.hyp'
+    if sum(map(bool, (FLAGS.pairs, FLAGS.split, FLAGS.src_file))) != 1:
+      raise errors.UserError(
+        'give exactly one of --pairs=FILE, --split=NAME or --src_file=FILE --ref_file=FILE'
+      )
+    if FLAGS.ref_file and not FLAGS.src_file:
+      raise errors.UserError('--ref_file goes with --src_file')
+    if FLAGS.src_file:
+      sources, streams = read_parallel(FLAGS.src_file, FLAGS.ref_file)
+      translator = inference.load_from_flags(FLAGS)
+      scores, hyps = evaluate_lines(translator, sources, streams)
+      output = FLAGS.output or f'{FLAGS.src_file}.hyp'
     else:
-      pairs = input_pipeline.load_pairs(translator.config.data, FLAGS.split)
-      output = FLAGS.output or str(Path(FLAGS.workdir) / f'{FLAGS.split}.hyp')
-    scores, translations = evaluate(translator, pairs)
-    Path(output).write_text(''.join(h + '\n' for _, h in translations), encoding='utf-8')
+      translator = inference.load_from_flags(FLAGS)
+      if FLAGS.pairs:
+        pairs = read_pairs(FLAGS.pairs)
+        output = FLAGS.output or f'{FLAGS.pairs}.hyp'
+      else:
+        pairs = input_pipeline.load_pairs(translator.config.data, FLAGS.split)
+        output = FLAGS.output or str(Path(FLAGS.workdir) / f'{FLAGS.split}.hyp')
+      scores, translations = evaluate(translator, pairs)
+      hyps = [h for _, h in translations]
+    Path(output).write_text(''.join(h + '\n' for h in hyps), encoding='utf-8')
     result = {
       'bleu': round(scores['bleu'], 2),
       'chrf': round(scores['chrf'], 2),
@@ -87,6 +153,8 @@ def main(argv: list[str]) -> None:
       'ensemble': translator.ensemble_size,
       'hypotheses': output,
     }
+    if scores.get('skipped'):
+      result['skipped'] = scores['skipped']
     print(json.dumps(result))
 
 

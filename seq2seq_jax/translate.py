@@ -34,6 +34,7 @@ from typing import TextIO
 from absl import app, flags
 
 from seq2seq_jax import errors, inference
+from seq2seq_jax.data import input_pipeline
 from seq2seq_jax.train import reporting
 
 FLAGS = flags.FLAGS
@@ -130,9 +131,9 @@ def main(argv: list[str]) -> None:
       decoding = 'sampling' if FLAGS.sample else decoding
       if translator.ensemble_size > 1:
         decoding += f', an ensemble of {translator.ensemble_size}'
-      banner = (
-        f'seq2seq_jax: English -> French (step {translator.step}, {decoding}); Ctrl-D to quit.'
-      )
+      src, tgt = input_pipeline.languages(translator.config.data)
+      banner = f'seq2seq_jax: {src} -> {tgt} (step {translator.step}, {decoding}); Ctrl-D to quit.'
+
       interactive(translate_fn, banner)
     else:
       sys.stdin.reconfigure(errors='replace')  # a stray byte is no reason to stop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,3 +273,24 @@ def test_auto_buckets_pad_least(seed: int) -> None:
     assert _padded_positions(lengths, buckets) == best
   with pytest.raises(ValueError, match='num_buckets'):
     ip.auto_buckets(lengths, max_len, num_buckets=0)
+
+
+def test_prepare_french_to_english(tmp_path: Path) -> None:
+  from configs import tiny
+  from tests import synthetic
+
+  config = tiny.get_config()
+  config.data.manual_dir = str(synthetic.write_fra_txt(tmp_path / 'data', n=80))
+  config.data.data_dir = str(tmp_path / 'tfds')
+  forward = ip.prepare(config.data, None)
+  config.data.src_lang, config.data.tgt_lang = 'fr', 'en'
+  reverse = ip.prepare(config.data, None)
+  pairs = dict(synthetic.make_pairs(80))
+  assert reverse.train.sources[:64] == forward.train.targets[:64]  # 'full[:64]': file order
+  assert all(
+    pairs[en] == fr for fr, en in zip(reverse.train.sources, reverse.train.targets, strict=True)
+  )
+  assert reverse.src_tok.vocab.idx_to_token == forward.tgt_tok.vocab.idx_to_token
+  assert (
+    'chat' in reverse.src_tok.vocab.token_to_idx and 'cat' in reverse.tgt_tok.vocab.token_to_idx
+  )

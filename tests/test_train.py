@@ -291,7 +291,29 @@ def test_translate_and_evaluate_clis(trained: tuple[Path, dict], tmp_path: Path)
   assert out.returncode == 0, out.stderr[-2000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result['sentences'] == 2 and 0 <= result['bleu'] <= 100 and result['sentences_per_s'] > 0
-  assert len(Path(result['hypotheses']).read_text().splitlines()) == 2
+  hyps = Path(result['hypotheses']).read_text().splitlines()
+  assert len(hyps) == 2
+  # Source and reference files, one sentence a line; the second reference file is the
+  # hypotheses themselves, so BLEU is 100; an empty source line is skipped and counted.
+  src, ref, own = tmp_path / 'src.txt', tmp_path / 'ref.txt', tmp_path / 'own.txt'
+  src.write_text('I see the cat.\n\nWe like the dog!\n')
+  ref.write_text('Je vois le chat.\nRien.\nNous aimons.\n')
+  own.write_text(f'{hyps[0]}\n\n{hyps[1]}\n')
+  cmd = [sys.executable, '-m', 'seq2seq_jax.evaluate', f'--workdir={workdir}']
+  cmd += ['--checkpoint=latest', f'--src_file={src}', f'--ref_file={ref}']
+  out = subprocess.run(
+    [*cmd, f'--ref_file={own}'], env=ENV, capture_output=True, text=True, cwd=ROOT
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert (result['sentences'], result['skipped'], result['bleu']) == (2, 1, 100.0)
+  assert Path(result['hypotheses']).read_text().split('\n') == [hyps[0], '', hyps[1], '']
+  ref.write_text('Je vois le chat.\nNous aimons.\n')
+  out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 1 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+    f'evaluate: {src} has 3 lines but {ref} has 2: a reference file holds one line per source line'
+  )
   out = subprocess.run(
     [sys.executable, '-m', 'seq2seq_jax.translate', f'--workdir={tmp_path / "nothing"}', 'hi'],
     env=ENV,

@@ -258,14 +258,23 @@ class Data:
   max_len: int  # the longest sequence (either side, `<eos>` included) the model sees
 
 
-def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
-  """(English, French) pairs of a TFDS split (slices like 'full[:512]' allowed)."""
-  from seq2seq_jax.data import tfds_fra_eng  # TFDS is imported here only
+def languages(data_cfg) -> tuple[str, str]:  # noqa: ANN001
+  """The (source, target) language codes of a data config (workdirs from before the
+  fields existed: English to French)."""
+  return data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')
 
-  pairs = tfds_fra_eng.load_pairs(
+
+def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
+  """(source, target) pairs of a TFDS split (slices like 'full[:512]' allowed)."""
+  from seq2seq_jax.data import tatoeba  # TFDS is imported here only
+
+  src_lang, tgt_lang = languages(data_cfg)
+  pairs = tatoeba.load_pairs(
     split,
     data_dir=os.path.expanduser(data_cfg.data_dir),
     manual_dir=os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None,
+    src_lang=src_lang,
+    tgt_lang=tgt_lang,
   )
   if data_cfg.max_pairs:
     pairs = pairs[: data_cfg.max_pairs]
@@ -313,11 +322,13 @@ def prepare(data_cfg, workdir: str | None) -> Data:  # noqa: ANN001
   train = encode_pairs(train_pairs, src_tok, tgt_tok, **enc)
   val = encode_pairs(val_pairs, src_tok, tgt_tok, **enc)
   logging.info(
-    'data: %d training pairs, %d validation pairs, max length %d, vocabularies %d (en) / %d (fr)',
+    'data: %d training pairs, %d validation pairs, max length %d, vocabularies %d (%s) / %d (%s)',
     len(train),
     len(val),
     max_len,
     src_tok.vocab_size,
+    languages(data_cfg)[0],
     tgt_tok.vocab_size,
+    languages(data_cfg)[1],
   )
   return Data(src_tok, tgt_tok, train, val, max_len)

@@ -1,4 +1,4 @@
-"""Tests for the 'fra_eng' TFDS builder, on small made-up source files."""
+"""Tests for the 'tatoeba' TFDS builder, on small made-up source files."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
+from seq2seq_jax.data import tatoeba as fe
 from seq2seq_jax.data import text
-from seq2seq_jax.data import tfds_fra_eng as fe
 
 PAIRS = [
   ('Go.', 'Va !'),
@@ -45,9 +45,13 @@ def _zip(directory: Path, content: str, member: str = 'fra-eng/fra.txt') -> Path
   return path
 
 
-def _pairs(tmp_path: Path, split: str = 'full', manual: Path | None = None) -> list:
+def _pairs(tmp_path: Path, split: str = 'full', manual: Path | None = None, **langs: str) -> list:
   manual_dir = str(manual or tmp_path / 'manual')
-  return fe.load_pairs(split, data_dir=str(tmp_path / 'tfds'), manual_dir=manual_dir)
+  return fe.load_pairs(split, data_dir=str(tmp_path / 'tfds'), manual_dir=manual_dir, **langs)
+
+
+def _builder(tmp_path: Path, manual: Path | None = None, **langs: str) -> fe.Tatoeba:
+  return fe.prepare(str(tmp_path / 'tfds'), str(manual or tmp_path / 'manual'), **langs)
 
 
 def test_split_of_follows_the_md5_of_the_preprocessed_source() -> None:
@@ -82,7 +86,7 @@ def test_parse_pairs_skips_and_counts_malformed_lines() -> None:
 def test_plain_fra_txt(tmp_path: Path) -> None:
   _write(tmp_path / 'manual', _lines(PAIRS))
   assert _pairs(tmp_path) == PAIRS
-  source = fe.load('full', data_dir=str(tmp_path / 'tfds'), manual_dir=None)
+  source = fe.load('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(tmp_path / 'manual'))
   assert len(source) == len(PAIRS)
   first, last = source[0], source[-1]
   assert first == {'en': 'Go.', 'fr': 'Va !', 'index': 0}
@@ -91,7 +95,7 @@ def test_plain_fra_txt(tmp_path: Path) -> None:
   assert [ex['index'] for ex in source] == list(range(len(PAIRS)))
   with pytest.raises(IndexError):
     source[len(PAIRS)]
-  metadata = fe.FraEng(data_dir=str(tmp_path / 'tfds')).info.metadata
+  metadata = _builder(tmp_path).info.metadata
   assert metadata['source_sha1'] == hashlib.sha1(_lines(PAIRS).encode('utf-8')).hexdigest()
   assert (metadata['kept'], metadata['skipped']) == (len(PAIRS), 0)
 
@@ -128,12 +132,14 @@ def test_malformed_lines_are_skipped_counted_and_logged(
   with caplog.at_level(logging.INFO):
     pairs = _pairs(tmp_path)
   assert pairs == PAIRS
-  assert [ex['index'] for ex in fe.load('full', data_dir=str(tmp_path / 'tfds'))] == list(
-    range(len(PAIRS))
-  )
-  metadata = fe.FraEng(data_dir=str(tmp_path / 'tfds')).info.metadata
+  manual = str(tmp_path / 'manual')
+  indices = [
+    ex['index'] for ex in fe.load('full', data_dir=str(tmp_path / 'tfds'), manual_dir=manual)
+  ]
+  assert indices == list(range(len(PAIRS)))
+  metadata = _builder(tmp_path).info.metadata
   assert (metadata['kept'], metadata['skipped'], metadata['first_skipped']) == (6, 3, 3)
-  assert 'fra_eng: kept 6 pairs, skipped 3 malformed lines (first at line 3)' in caplog.text
+  assert 'tatoeba: kept 6 pairs, skipped 3 malformed lines (first at line 3)' in caplog.text
 
 
 def test_non_utf8_file_names_the_line(tmp_path: Path) -> None:
@@ -149,11 +155,12 @@ def test_slices_keep_file_order(tmp_path: Path) -> None:
   assert _pairs(tmp_path, 'full[:3]') == PAIRS[:3]
   assert _pairs(tmp_path, 'full[2:5]') == PAIRS[2:5]
   assert _pairs(tmp_path, 'full[-2:]') == PAIRS[-2:]
-  source = fe.load('full[1:4]', data_dir=str(tmp_path / 'tfds'))
+  manual = str(tmp_path / 'manual')
+  source = fe.load('full[1:4]', data_dir=str(tmp_path / 'tfds'), manual_dir=manual)
   assert [ex['index'] for ex in source] == [1, 2, 3]
   assert [ex['en'] for ex in source[1:]] == ['Run!', 'Run!']
-  with pytest.raises(ValueError, match='unknown fra_eng split'):
-    fe.load('dev', data_dir=str(tmp_path / 'tfds'))
+  with pytest.raises(ValueError, match='unknown tatoeba split'):
+    fe.load('dev', data_dir=str(tmp_path / 'tfds'), manual_dir=manual)
 
 
 def test_splits_partition_full_by_source(tmp_path: Path) -> None:
@@ -176,7 +183,10 @@ def test_splits_partition_full_by_source(tmp_path: Path) -> None:
   assert not sources['train'] & sources['test']
   assert not sources['validation'] & sources['test']
   indices = {
-    name: [ex['index'] for ex in fe.load(name, data_dir=str(tmp_path / 'tfds'))]
+    name: [
+      ex['index']
+      for ex in fe.load(name, data_dir=str(tmp_path / 'tfds'), manual_dir=str(tmp_path / 'manual'))
+    ]
     for name in split_pairs
   }
   assert sorted(sum(indices.values(), [])) == list(range(len(full)))
@@ -213,23 +223,97 @@ def test_offline_without_manual_file_fails_fast(
 def test_manual_dir_without_source_file_is_an_error(tmp_path: Path) -> None:
   empty = tmp_path / 'empty'
   _write(empty, 'unrelated', name='README')
-  for manual in (empty, tmp_path / 'missing'):
-    with pytest.raises(fe.DataUnavailableError, match='holds no fra.txt or fra-eng.zip') as e:
-      fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(manual))
-    assert str(manual) in str(e.value)
+  with pytest.raises(fe.DataUnavailableError, match='holds no fra.txt or fra-eng.zip') as e:
+    fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(empty))
+  assert str(empty) in str(e.value)
+  _write(empty, _lines(PAIRS), name='deu.txt')  # another language: say what is there
+  with pytest.raises(fe.DataUnavailableError, match=r'holds no fra.txt .*\(it holds deu.txt\)'):
+    fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(empty))
 
 
-def test_stale_prepared_data_is_detected(tmp_path: Path) -> None:
-  _write(tmp_path / 'a', _lines(PAIRS))
+def test_a_manual_dir_that_does_not_exist_is_an_error_even_with_data_prepared(
+  tmp_path: Path,
+) -> None:
+  _write(tmp_path / 'manual', _lines(PAIRS))
+  assert _pairs(tmp_path) == PAIRS
+  missing = tmp_path / 'mistyped'
+  with pytest.raises(fe.DataUnavailableError, match='does not exist') as e:
+    _pairs(tmp_path, manual=missing)
+  assert str(missing) in str(e.value)
+
+
+def test_different_source_files_live_side_by_side(tmp_path: Path) -> None:
+  a = _write(tmp_path / 'a', _lines(PAIRS))
   assert _pairs(tmp_path, manual=tmp_path / 'a') == PAIRS
   _write(tmp_path / 'b', _lines(PAIRS[:4]))
-  with pytest.raises(ValueError, match='came from another file') as info:
-    _pairs(tmp_path, manual=tmp_path / 'b')
-  assert str(tmp_path / 'tfds') in str(info.value)
-  _zip(tmp_path / 'c', _lines(PAIRS))  # The same text, zipped: not stale.
-  assert _pairs(tmp_path, manual=tmp_path / 'c') == PAIRS
-  assert _pairs(tmp_path, manual=tmp_path / 'nothing-here') == PAIRS  # Nothing to compare.
-  assert fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=None) == PAIRS
+  assert _pairs(tmp_path, manual=tmp_path / 'b') == PAIRS[:4]
+  assert _pairs(tmp_path, manual=a) == PAIRS  # the file itself; a is still prepared
+  configs = sorted(p.name for p in (tmp_path / 'tfds' / 'tatoeba').iterdir())
+  assert len(configs) == 2 and all(c.startswith('fr_from_en_') for c in configs)
+  _zip(tmp_path / 'c', _lines(PAIRS))  # the same text, zipped: the same prepared data
+  assert (
+    _builder(tmp_path, tmp_path / 'c').builder_config.name
+    == _builder(tmp_path, tmp_path / 'a').builder_config.name
+  )
+  a.write_text(_lines(PAIRS[1:]), encoding='utf-8')  # a changed file is prepared anew
+  assert _pairs(tmp_path, manual=a) == PAIRS[1:]
+  assert len(list((tmp_path / 'tfds' / 'tatoeba').iterdir())) == 3
+
+
+def test_french_to_english_splits_by_the_french_source(tmp_path: Path) -> None:
+  pairs = [(f'Sentence {i}.', f'Phrase {i % 150}.') for i in range(300)]
+  _write(tmp_path / 'manual', _lines(pairs))
+  reverse = {'src_lang': 'fr', 'tgt_lang': 'en'}
+  full = _pairs(tmp_path, **reverse)
+  assert full == [(fr, en) for en, fr in pairs]
+  splits = {name: _pairs(tmp_path, name, **reverse) for name in ('train', 'validation', 'test')}
+  assert sum(len(v) for v in splits.values()) == len(pairs)
+  for name, some in splits.items():
+    assert some == [p for p in full if fe.split_of(p[0]) == name]
+  sources = [{fr for fr, _ in v} for v in splits.values()]
+  assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
+  assert _pairs(tmp_path, src_lang='eng', tgt_lang='fra') == pairs  # 639-3 codes work too
+  assert _builder(tmp_path, **reverse).builder_config.name.startswith('fr_from_fr_')
+
+
+def test_any_manythings_language(tmp_path: Path) -> None:
+  pairs = [('I see.', 'Ich verstehe.'), ('Thanks!', 'Danke!')]
+  manual = tmp_path / 'manual'
+  _write(manual, _lines(PAIRS))  # fra.txt beside: the language picks the file
+  _write(manual, _lines(pairs), name='deu.txt')
+  assert _pairs(tmp_path, src_lang='de', tgt_lang='en') == [(de, en) for en, de in pairs]
+  assert _pairs(tmp_path) == PAIRS
+  zipped = tmp_path / 'zipped'
+  zipped.mkdir()
+  with zipfile.ZipFile(zipped / 'deu-eng.zip', 'w') as archive:
+    archive.writestr('deu.txt', _lines(pairs))
+  assert _pairs(tmp_path, manual=zipped, tgt_lang='de') == pairs
+  item = fe.load(
+    'full[:1]', data_dir=str(tmp_path / 'tfds'), manual_dir=str(zipped), tgt_lang='de'
+  )[0]
+  assert item == {'en': 'I see.', 'de': 'Ich verstehe.', 'index': 0}
+
+
+@pytest.mark.parametrize(
+  ('langs', 'message'),
+  [
+    ({'src_lang': 'fr', 'tgt_lang': 'fra'}, "both 'fr'"),
+    ({'src_lang': 'de', 'tgt_lang': 'fr'}, 'pairs English with one other language'),
+    ({'tgt_lang': 'es'}, 'holds no spa.txt or spa-eng.zip'),
+  ],
+)
+def test_language_codes_the_corpus_does_not_have(tmp_path: Path, langs: dict, message: str) -> None:
+  _write(tmp_path / 'manual', _lines(PAIRS))
+  with pytest.raises(fe.DataUnavailableError, match=message):
+    _pairs(tmp_path, **langs)
+
+
+def test_a_file_of_another_language_is_refused(tmp_path: Path) -> None:
+  path = _write(tmp_path / 'manual', _lines(PAIRS), name='deu.txt')
+  with pytest.raises(fe.DataUnavailableError, match=r"English-de pairs .* not the 'fr'"):
+    _pairs(tmp_path, manual=path)
+  other = _write(tmp_path / 'manual', _lines(PAIRS), name='my_pairs.tsv')  # no code: trusted
+  assert _pairs(tmp_path, manual=other) == PAIRS
 
 
 def test_host_reachable() -> None:
