@@ -35,11 +35,14 @@ def main(argv: list[str]) -> None:
   reporting.quiet_library_logs()
   with errors.one_line_errors():
     distributed.initialize(FLAGS.config.get('distributed'))  # before JAX picks its devices
+  dtype = FLAGS.config.model.get('dtype', 'float32')
+  dtype = f'{ops.auto_dtype()} (auto)' if dtype == 'auto' else dtype
   logging.info(
-    'JAX %s on %s (%s kernel forms): process %d of %d, %d local device(s) %s',
+    'JAX %s on %s (%s kernel forms, %s matmuls): process %d of %d, %d local device(s) %s',
     jax.__version__,
     jax.default_backend(),
     ops.forms().name,
+    dtype,
     jax.process_index(),
     jax.process_count(),
     jax.local_device_count(),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from seq2seq_jax import models
-from seq2seq_jax.models import recurrent
+from seq2seq_jax.models import ops, recurrent
 
 Array = jax.Array
 
@@ -530,3 +530,19 @@ def test_cpu_and_plain_kernel_forms_give_the_same_values_and_gradients(
   np.testing.assert_allclose(cpu_sig, sig, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(cpu_arg, arg)
   assert ops.forms('gpu') is ops.PLAIN_FORMS and ops.forms('tpu') is ops.PLAIN_FORMS
+
+
+def test_auto_dtype_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+  amd = 'processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n'
+  intel = 'processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n'
+  arm = 'processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n'
+  assert not ops.cpu_has_native_bf16(amd)
+  assert ops.cpu_has_native_bf16(intel) and ops.cpu_has_native_bf16(arm)
+  assert ops.auto_dtype('gpu') == ops.auto_dtype('tpu') == 'bfloat16'
+  for cpuinfo, expected in ((amd, jnp.float32), (intel, jnp.bfloat16)):
+    monkeypatch.setattr(ops, 'cpu_has_native_bf16', lambda info=cpuinfo: 'bf16' in info)
+    assert ops.auto_dtype('cpu') == jnp.dtype(expected).name
+    model = models.build_model(
+      src_vocab_size=V, tgt_vocab_size=V, embed_size=E, num_hiddens=H, num_layers=1, dtype='auto'
+    )
+    assert model.encoder.dtype == model.decoder.dtype == expected

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from seq2seq_jax.models import ops
 from seq2seq_jax.models.attention import Seq2SeqAttentionDecoder
 from seq2seq_jax.models.recurrent import CELLS
 from seq2seq_jax.models.seq2seq import (
@@ -57,8 +58,10 @@ def build_model(
     raise ValueError(f'model.cell must be one of {sorted(CELLS)}, got {cell!r}')
   if decoder not in DECODERS:
     raise ValueError(f'model.decoder must be one of {sorted(DECODERS)}, got {decoder!r}')
+  if dtype == 'auto':
+    dtype = ops.auto_dtype()
   if dtype not in DTYPES:
-    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}')
+    raise ValueError(f"model.dtype must be 'auto' or one of {sorted(DTYPES)}, got {dtype!r}")
   for name, value in [
     ('embed_size', embed_size),
     ('num_hiddens', num_hiddens),

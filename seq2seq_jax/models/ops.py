@@ -84,6 +84,34 @@ def expected_backend() -> str:
   return 'cpu'
 
 
+# Flags of CPUs with bfloat16 dot products: x86 AVX512_BF16 and AMX-BF16, Arm BF16.
+_BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+  """Whether the CPU (`/proc/cpuinfo`, or the text given) has bfloat16 dot products."""
+  if cpuinfo is None:
+    try:
+      with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+        cpuinfo = f.read()
+    except OSError:
+      return False
+  for line in cpuinfo.splitlines():
+    key, _, value = line.partition(':')
+    if key.strip().lower() in ('flags', 'features') and _BF16_FLAGS & set(value.split()):
+      return True
+  return False
+
+
+def auto_dtype(backend: str | None = None) -> str:
+  """`model.dtype='auto'`: 'bfloat16' on GPU/TPU and on CPUs with bfloat16 dot products;
+  'float32' on other CPUs, where XLA emulates bfloat16 matmuls and a training step was
+  1.35x slower than in float32 (AVX2-only AMD EPYC; docs/performance.md)."""
+  if (backend or jax.default_backend()) != 'cpu':
+    return 'bfloat16'
+  return 'bfloat16' if cpu_has_native_bf16() else 'float32'
+
+
 @contextlib.contextmanager
 def use_forms(chosen: Forms | str) -> Iterator[Forms]:
   """Traces inside the block use `chosen` ('cpu', 'plain' or a `Forms`): jit a fresh
