@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The book's model and optimisation (configs/default.py goes beyond them).
   config.model.decoder = 'plain'
   config.model.dtype = 'float32'
+  config.model.tie_embeddings = False
   config.train.learning_rate = 0.005
   config.train.schedule = 'constant'
   config.train.warmup_steps = 0

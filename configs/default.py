@@ -3,10 +3,12 @@
   python train.py --config=configs/default.py --workdir=workdirs/default \
       --config.data.manual_dir=../shared/data/fra-eng --config.train.time_budget_s=1800
 
-The seed's GRU encoder (2 layers of 256) with the Bahdanau-attention decoder, word tokens,
-bfloat16 matmuls (float32 accumulation and parameters), Adam at 0.005 with 500 warmup
-steps and inverse-square-root decay, label smoothing 0.1: each choice measured against
-the book's at equal training time (README, "Choosing the defaults").
+The seed's GRU encoder (2 layers of 256) with the Bahdanau-attention decoder, the output
+layer tied to the target embeddings, word tokens, matmuls in bfloat16 (float32
+accumulation and parameters) where the hardware has bfloat16 dot products and float32
+elsewhere (`model.dtype='auto'`), Adam at 0.005 with 500 warmup steps and
+inverse-square-root decay, label smoothing 0.1: each choice measured against the
+alternatives at equal training time (README, "Choosing the defaults").
 
 Splits are assigned by English source (a stable hash: 96% train, 2% validation, 2% test),
 so no test source is seen in training; the vocabulary comes from the training split.
@@ -28,6 +30,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.manual_dir = ''
   config.data.src_lang = 'en'  # language codes (ISO 639-1 or the file's 639-3): the direction
   config.data.tgt_lang = 'fr'
+  # Other sources (exactly one per run; seq2seq_jax/data/sources.py): parallel text files
+  # PREFIX.<src_lang> / PREFIX.<tgt_lang> (validation/test: their own prefixes, else split
+  # off the training files by source sentence), a TSV file, or a prepared TFDS dataset.
+  config.data.train_prefix = ''
+  config.data.validation_prefix = ''
+  config.data.test_prefix = ''
+  config.data.tsv_file = ''
+  config.data.tsv_columns = (0, 1)  # source, target (0-based)
+  config.data.tfds_name = ''  # e.g. 'wmt14_translate/de-en', prepared in data_dir
   config.data.train_split = 'train'
   config.data.val_split = 'validation'
   config.data.test_split = 'test'
@@ -50,8 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.decoder = 'attention'  # 'attention' (Bahdanau) or 'plain' (the seed's)
   config.model.cell = 'gru'  # recurrent cell: 'gru' (the seed) or 'lstm' (PyTorch's equations)
   config.model.bidirectional = False  # the encoder reads each source both ways
-  config.model.tie_embeddings = False  # the output layer reuses the target embeddings
-  config.model.dtype = 'bfloat16'  # matmul inputs: 'bfloat16' (f32 accumulation) or 'float32'
+  config.model.tie_embeddings = True  # the output layer reuses the target embeddings
+  # Matmul inputs: 'bfloat16' (float32 accumulation), 'float32', or 'auto': bfloat16 on
+  # GPU/TPU and CPUs with bfloat16 dot products (AMX, AVX512_BF16), float32 on others.
+  config.model.dtype = 'auto'
   config.model.unroll = 1  # time steps per scan iteration (0: whole sequences, no loop)
 
   config.train = ml_collections.ConfigDict()

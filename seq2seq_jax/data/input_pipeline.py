@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -265,17 +264,11 @@ def languages(data_cfg) -> tuple[str, str]:  # noqa: ANN001
 
 
 def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
-  """(source, target) pairs of a TFDS split (slices like 'full[:512]' allowed)."""
-  from seq2seq_jax.data import tatoeba  # TFDS is imported here only
+  """(source, target) pairs of a split of the config's data source (`sources.py`; slices
+  like 'full[:512]' allowed), the first `data.max_pairs` when that is set."""
+  from seq2seq_jax.data import sources  # TFDS is imported there only
 
-  src_lang, tgt_lang = languages(data_cfg)
-  pairs = tatoeba.load_pairs(
-    split,
-    data_dir=os.path.expanduser(data_cfg.data_dir),
-    manual_dir=os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None,
-    src_lang=src_lang,
-    tgt_lang=tgt_lang,
-  )
+  pairs = sources.load_pairs(data_cfg, split)
   if data_cfg.max_pairs:
     pairs = pairs[: data_cfg.max_pairs]
   return pairs

@@ -1,0 +1,212 @@
+"""Where the pairs come from: exactly one data source per run (DESIGN.md, "Data sources").
+
+- `data.manual_dir` (or nothing: the book's download): a manythings/Tatoeba file of any
+  language pair (`tatoeba.py`, a TFDS builder);
+- `data.train_prefix` (+ `data.validation_prefix`, `data.test_prefix`): parallel text
+  files `PREFIX.<src_lang>` and `PREFIX.<tgt_lang>`, one sentence a line;
+- `data.tsv_file` with `data.tsv_columns` (source, target; 0-based);
+- `data.tfds_name`: a TFDS translation dataset prepared in `data.data_dir` (array_record),
+  read by random access without TensorFlow; its features are named by language.
+
+Splits are named as in TFDS, with slices (`train`, `full[:512]`, `validation[10:20]`).
+For text and TSV files, `full` is every pair of the training files in order; without
+validation/test files, `train`/`validation`/`test` are the deterministic partition by
+source sentence (`tatoeba.split_of`: 96/2/2). Bad input is a one-line error naming the
+file (and line), or a counted skip (a line empty on one side).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+
+from seq2seq_jax import errors
+
+KINDS = ('manual_dir', 'train_prefix', 'tsv_file', 'tfds_name')
+_SPLIT = re.compile(r'^(?P<name>[A-Za-z_][\w-]*)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$')
+
+
+class SourceError(errors.UserError):
+  """A data source that cannot be read as asked; the message says why."""
+
+
+def kind(data_cfg) -> str:  # noqa: ANN001
+  """Which source a data config names; a one-line error when it names several."""
+  given = [k for k in KINDS if data_cfg.get(k, '')]
+  if len(given) > 1:
+    fields = ' and '.join(f'data.{k}' for k in given)
+    raise SourceError(f'{fields} are both set: give exactly one data source')
+  if not given and (data_cfg.get('validation_prefix') or data_cfg.get('test_prefix')):
+    raise SourceError('data.validation_prefix / data.test_prefix need data.train_prefix')
+  return given[0] if given else 'manual_dir'
+
+
+def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
+  """(source, target) pairs of a split of the config's source, in file order."""
+  src_lang = data_cfg.get('src_lang', 'en')
+  tgt_lang = data_cfg.get('tgt_lang', 'fr')
+  data_dir = os.path.expanduser(data_cfg.data_dir)
+  source = kind(data_cfg)
+  if source == 'manual_dir':
+    from seq2seq_jax.data import tatoeba  # TFDS is imported here only
+
+    manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
+    return tatoeba.load_pairs(
+      split, data_dir=data_dir, manual_dir=manual_dir, src_lang=src_lang, tgt_lang=tgt_lang
+    )
+  if source == 'tfds_name':
+    return load_tfds(data_cfg.tfds_name, split, data_dir, src_lang, tgt_lang)
+  if language_key(src_lang) == language_key(tgt_lang):
+    raise SourceError(f'data.src_lang and data.tgt_lang are both {src_lang!r}')
+  name, window = parse_split(split)
+  if source == 'tsv_file':
+    files = {'train': data_cfg.tsv_file}
+    read = lambda path: read_tsv(path, tuple(data_cfg.get('tsv_columns', (0, 1))))  # noqa: E731
+  else:
+    files = {
+      'train': data_cfg.train_prefix,
+      'validation': data_cfg.get('validation_prefix', ''),
+      'test': data_cfg.get('test_prefix', ''),
+    }
+    read = lambda prefix: read_parallel(prefix, src_lang, tgt_lang)  # noqa: E731
+  if name not in ('full', 'train', 'validation', 'test'):
+    raise SourceError(f'unknown split {split!r}; expected full, train, validation or test')
+  if name in ('validation', 'test') and files.get(name):
+    return read(files[name])[window]
+  from seq2seq_jax.data import tatoeba
+
+  pairs = read(files['train'])
+  carved = {s for s in ('validation', 'test') if not files.get(s)}  # held out of train
+  if name == 'train':
+    pairs = [p for p in pairs if tatoeba.split_of(p[0]) not in carved]
+  elif name != 'full':
+    pairs = [p for p in pairs if tatoeba.split_of(p[0]) == name]
+  return pairs[window]
+
+
+def parse_split(split: str) -> tuple[str, slice]:
+  """'train[10:20]' -> ('train', slice(10, 20)); a one-line error for other forms."""
+  match = _SPLIT.match(split.strip())
+  if not match:
+    raise SourceError(f'cannot read the split {split!r}: expected NAME or NAME[START:STOP]')
+  start, stop = match['start'], match['stop']
+  return match['name'], slice(int(start) if start else None, int(stop) if stop else None)
+
+
+def language_key(code: str) -> str:
+  """Language codes compared as the Tatoeba builder does ('fra' == 'fr')."""
+  from seq2seq_jax.data import tatoeba
+
+  return tatoeba.language(code)
+
+
+def _decode_lines(path: Path) -> list[str]:
+  data = path.read_bytes()
+  try:
+    text = data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data[: e.start].count(b'\n') + 1
+    raise SourceError(f'{path}: line {line} is not valid UTF-8 ({e.reason})') from None
+  lines = text.removeprefix('\ufeff').split('\n')
+  if lines and lines[-1] == '':
+    lines.pop()  # the newline that ends the last line starts no other
+  return [line.removesuffix('\r') for line in lines]
+
+
+def _existing(path: str | Path, what: str) -> Path:
+  path = Path(path).expanduser()
+  if not path.is_file():
+    raise SourceError(f'{what} {path} does not exist')
+  return path
+
+
+def _keep(pairs: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+  """Drops pairs with an empty side (counted and logged)."""
+  kept = [(s.strip(), t.strip()) for s, t in pairs if s.strip() and t.strip()]
+  one_sided = sum(1 for s, t in pairs if bool(s.strip()) != bool(t.strip()))
+  if one_sided:
+    logging.warning('%s: skipped %d lines empty on one side only', name, one_sided)
+  if not kept:
+    raise SourceError(f'{name} holds no pairs')
+  return kept
+
+
+def read_parallel(prefix: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]:
+  """Pairs from `PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` (same line counts)."""
+  src_path = _existing(f'{prefix}.{src_lang}', 'the source file')
+  tgt_path = _existing(f'{prefix}.{tgt_lang}', 'the target file')
+  src, tgt = _decode_lines(src_path), _decode_lines(tgt_path)
+  if len(src) != len(tgt):
+    raise SourceError(
+      f'{src_path} has {len(src):,} lines but {tgt_path} has {len(tgt):,}: parallel files '
+      'hold one sentence a line, line for line'
+    )
+  return _keep(list(zip(src, tgt, strict=True)), f'{prefix}.{{{src_lang},{tgt_lang}}}')
+
+
+def read_tsv(path: str, columns: tuple[int, ...]) -> list[tuple[str, str]]:
+  """(source, target) pairs from two columns of a tab-separated file."""
+  if len(columns) != 2 or any(not isinstance(c, int) or c < 0 for c in columns):
+    raise SourceError(f'data.tsv_columns must be two column indices >= 0, got {columns}')
+  if columns[0] == columns[1]:
+    raise SourceError(f'data.tsv_columns names column {columns[0]} for both sides')
+  file = _existing(path, 'data.tsv_file')
+  pairs, wanted = [], max(columns) + 1
+  for number, line in enumerate(_decode_lines(file), start=1):
+    if not line.strip():
+      continue  # a blank line: nothing on either side
+    fields = line.split('\t')
+    if len(fields) < wanted:
+      raise SourceError(
+        f'{file}: line {number} has {len(fields)} columns, so column {max(columns)} of '
+        f'data.tsv_columns={tuple(columns)} does not exist'
+      )
+    pairs.append((fields[columns[0]], fields[columns[1]]))
+  return _keep(pairs, str(file))
+
+
+def load_tfds(
+  name: str, split: str, data_dir: str, src_lang: str, tgt_lang: str
+) -> list[tuple[str, str]]:
+  """Pairs of a prepared TFDS translation dataset (features named by language)."""
+  import tensorflow_datasets as tfds
+
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # noqa: BLE001 (TFDS raises several kinds for an unknown name)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise SourceError(f'data.tfds_name {name!r}: no such TFDS dataset ({first})') from None
+  if not builder.is_prepared():
+    raise SourceError(
+      f'the TFDS dataset {name!r} is not prepared in {data_dir}: run '
+      f'`tfds build {name} --data_dir={data_dir} --file_format=array_record` (or '
+      "builder.download_and_prepare(file_format='array_record')) first"
+    )
+  file_format = getattr(builder.info, 'file_format', None)
+  file_format = str(getattr(file_format, 'value', file_format) or '').lower()
+  if file_format and file_format != 'array_record':
+    raise SourceError(
+      f'the TFDS dataset {name!r} in {data_dir} is prepared as {file_format}; random access '
+      'needs array_record: rebuild it with --file_format=array_record'
+    )
+  features: Any = builder.info.features
+  keys = list(features.keys()) if hasattr(features, 'keys') else []
+  for lang in (src_lang, tgt_lang):
+    if lang not in keys:
+      raise SourceError(f'the TFDS dataset {name!r} has no language {lang!r} (it has {keys})')
+  base = parse_split(split)[0]
+  if base not in builder.info.splits:
+    raise SourceError(
+      f'the TFDS dataset {name!r} has no split {base!r} (it has {sorted(builder.info.splits)})'
+    )
+  source = builder.as_data_source(split=split)
+
+  def text(value: Any) -> str:
+    return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+  items = source.__getitems__(range(len(source))) if len(source) else []
+  return [(text(ex[src_lang]), text(ex[tgt_lang])) for ex in items]

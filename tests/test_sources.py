@@ -1,0 +1,158 @@
+"""Data sources other than the Tatoeba file: parallel text files, TSV, TFDS by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import tiny
+from seq2seq_jax import inference
+from seq2seq_jax.data import input_pipeline, sources, tatoeba
+from seq2seq_jax.train import loop
+from tests import synthetic
+
+
+def _config(tmp_path: Path, **data: object):
+  config = tiny.get_config()
+  config.data.data_dir = str(tmp_path / 'tfds')
+  for key, value in data.items():
+    config.data[key] = value
+  return config
+
+
+def _write_parallel(prefix: Path, pairs: list[tuple[str, str]], src='de', tgt='en') -> Path:
+  prefix.parent.mkdir(parents=True, exist_ok=True)
+  Path(f'{prefix}.{src}').write_text(''.join(s + '\n' for s, _ in pairs), encoding='utf-8')
+  Path(f'{prefix}.{tgt}').write_text(''.join(t + '\n' for _, t in pairs), encoding='utf-8')
+  return prefix
+
+
+PAIRS = [(f'Satz Nummer {i}.', f'Sentence number {i}.') for i in range(400)]
+
+
+def test_parallel_files_split_by_source_without_held_out_files(tmp_path: Path) -> None:
+  pairs = [*PAIRS[:10], ('', 'only English'), ('nur Deutsch', ''), ('', ''), *PAIRS[10:]]
+  prefix = _write_parallel(tmp_path / 'corpus' / 'train', pairs)
+  config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
+  full = sources.load_pairs(config.data, 'full')
+  assert full == PAIRS  # the one-sided and empty lines skipped
+  splits = {n: sources.load_pairs(config.data, n) for n in ('train', 'validation', 'test')}
+  assert all(splits.values()) and sum(map(len, splits.values())) == len(PAIRS)
+  for name, some in splits.items():
+    assert some == [p for p in PAIRS if tatoeba.split_of(p[0]) == name]
+  assert sources.load_pairs(config.data, 'full[5:8]') == PAIRS[5:8]
+  assert sources.load_pairs(config.data, 'train[:3]') == splits['train'][:3]
+  # A validation file of its own: the test split is still carved out of train.
+  val = _write_parallel(tmp_path / 'corpus' / 'dev', PAIRS[:5])
+  config.data.validation_prefix = str(val)
+  assert sources.load_pairs(config.data, 'validation') == PAIRS[:5]
+  assert sources.load_pairs(config.data, 'test') == splits['test']
+  train = sources.load_pairs(config.data, 'train')
+  assert train == [p for p in PAIRS if tatoeba.split_of(p[0]) != 'test']
+
+
+def test_parallel_files_bad_input_is_one_line(tmp_path: Path) -> None:
+  prefix = _write_parallel(tmp_path / 'train', PAIRS[:5])
+  Path(f'{prefix}.en').write_text('one\ntwo\n', encoding='utf-8')
+  config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
+  with pytest.raises(sources.SourceError) as e:
+    sources.load_pairs(config.data, 'train')
+  assert str(e.value) == (
+    f'{prefix}.de has 5 lines but {prefix}.en has 2: parallel files hold one sentence a '
+    'line, line for line'
+  )
+  Path(f'{prefix}.en').write_bytes(b'one\ntwo\n\xe9t\xe9\nfour\nfive\n')
+  with pytest.raises(sources.SourceError, match=rf'{prefix}.en: line 3 is not valid UTF-8'):
+    sources.load_pairs(config.data, 'train')
+  config.data.tgt_lang = 'fr'
+  with pytest.raises(sources.SourceError, match=rf'the target file {prefix}.fr does not exist'):
+    sources.load_pairs(config.data, 'train')
+  config.data.tgt_lang = 'deu'
+  with pytest.raises(sources.SourceError, match="both 'de'"):
+    sources.load_pairs(config.data, 'train')
+  config.data.tgt_lang = 'en'
+  for bad, message in (('dev', 'unknown split'), ('train[a:b]', 'cannot read the split')):
+    with pytest.raises(sources.SourceError, match=message):
+      sources.load_pairs(config.data, bad)
+  config.data.tsv_file = str(tmp_path / 'x.tsv')
+  with pytest.raises(sources.SourceError, match='data.train_prefix and data.tsv_file are both'):
+    sources.load_pairs(config.data, 'train')
+
+
+def test_tsv_columns(tmp_path: Path) -> None:
+  lines = [f'{i}\t{en}\t{de}' for i, (de, en) in enumerate(PAIRS[:6])]
+  lines.insert(2, '99\t\tnur Deutsch')  # empty on one side: skipped
+  path = tmp_path / 'pairs.tsv'
+  path.write_text('\n'.join(lines) + '\n', encoding='utf-8')
+  config = _config(tmp_path, tsv_file=str(path), tsv_columns=(2, 1), src_lang='de')
+  config.data.tgt_lang = 'en'
+  assert sources.load_pairs(config.data, 'full') == PAIRS[:6]
+  config.data.tsv_columns = (1, 3)
+  with pytest.raises(
+    sources.SourceError, match=r'line 1 has 3 columns, so column 3 of .* does not exist'
+  ):
+    sources.load_pairs(config.data, 'full')
+  config.data.tsv_columns = (1, 1)
+  with pytest.raises(sources.SourceError, match='column 1 for both sides'):
+    sources.load_pairs(config.data, 'full')
+
+
+class TinyTranslate(tfds.core.GeneratorBasedBuilder):
+  """A small TFDS translation dataset (German-English) for the tests."""
+
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.Translation(languages=('de', 'en')),
+      disable_shuffling=True,  # file order, so that slices can be checked
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):  # noqa: ANN202
+    del dl_manager
+    return {
+      'train': self._generate_examples(PAIRS[:50]),
+      'validation': self._generate_examples(PAIRS[50:60]),
+      'test': self._generate_examples(PAIRS[60:70]),
+    }
+
+  def _generate_examples(self, pairs):  # noqa: ANN001, ANN202
+    for i, (de, en) in enumerate(pairs):
+      yield i, {'de': de, 'en': en}
+
+
+def test_tfds_dataset_by_name(tmp_path: Path) -> None:
+  config = _config(tmp_path, tfds_name='tiny_translate', src_lang='en', tgt_lang='de')
+  with pytest.raises(sources.SourceError, match=r"'tiny_translate' is not prepared .*tfds build"):
+    sources.load_pairs(config.data, 'train')
+  TinyTranslate(data_dir=config.data.data_dir).download_and_prepare(file_format='array_record')
+  assert sources.load_pairs(config.data, 'train') == [(en, de) for de, en in PAIRS[:50]]
+  assert sources.load_pairs(config.data, 'test[:3]') == [(en, de) for de, en in PAIRS[60:63]]
+  config.data.tgt_lang = 'fr'
+  with pytest.raises(sources.SourceError, match=r"has no language 'fr' \(it has \['de', 'en'\]\)"):
+    sources.load_pairs(config.data, 'train')
+  config.data.tfds_name = 'no_such_dataset_here'
+  with pytest.raises(sources.SourceError, match="'no_such_dataset_here': no such TFDS dataset"):
+    sources.load_pairs(config.data, 'train')
+
+
+def test_train_translate_and_evaluate_from_parallel_files(tmp_path: Path) -> None:
+  pairs = synthetic.make_pairs(80)
+  prefix = _write_parallel(tmp_path / 'corpus' / 'train', [(f, e) for e, f in pairs], 'fr', 'en')
+  config = _config(tmp_path, train_prefix=str(prefix), src_lang='fr', tgt_lang='en')
+  workdir = tmp_path / 'run'
+  result = loop.train_and_evaluate(config, str(workdir))
+  assert result['step'] == 8 and np.isfinite(result['val_loss'])  # 64 pairs / 16 x 2 epochs
+  translator = inference.load(str(workdir))
+  assert (
+    translator.src_tok.vocab.token_to_idx.get('chat')
+    and 'cat' in translator.tgt_tok.vocab.token_to_idx
+  )
+  (hyp,) = translator.translate(['Je vois le chat.'])
+  assert isinstance(hyp, str)
+  test = input_pipeline.load_pairs(translator.config.data, 'full[64:80]')
+  assert test == [(f, e) for e, f in pairs[64:80]]
