@@ -26,7 +26,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from seq2seq_jax import errors, inference, scoring
-from seq2seq_jax.data import input_pipeline, text
+from seq2seq_jax.data import input_pipeline
 
 FLAGS = flags.FLAGS
 inference.define_flags(batch_size=512)
@@ -96,13 +96,19 @@ def evaluate_lines(
   hyps = [''] * len(sources)
   for i, h in zip(keep, translated, strict=True):
     hyps[i] = h
-  references = [
-    [translator.tgt_tok.reference(refs[i]) for refs in streams if refs[i].strip()] for i in keep
-  ]
-  scores = scoring.corpus_scores([text.score_form(hyps[i]) for i in keep], references)
+  references = [[refs[i] for refs in streams if refs[i].strip()] for i in keep]
+  scores = scoring.score_translations(
+    [hyps[i] for i in keep], references, score_form(translator), signatures=True
+  )
   scores['sentences_per_s'] = len(keep) / max(seconds, 1e-9)
   scores['skipped'] = len(sources) - len(keep)
   return scores, hyps
+
+
+def score_form(translator: inference.Translator) -> scoring.Form:
+  """The form the workdir's translations are scored on (`scoring.form_for`)."""
+  tgt_lang = input_pipeline.languages(translator.config.data)[1]
+  return scoring.form_for(translator.tgt_tok.kind, tgt_lang)
 
 
 def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> tuple[dict, list]:
@@ -111,8 +117,8 @@ def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> 
   t0 = time.perf_counter()
   hyps = translator.translate(sources)
   seconds = time.perf_counter() - t0
-  references = [[translator.tgt_tok.reference(r) for r in refs[s]] for s in sources]
-  scores = scoring.corpus_scores([text.score_form(h) for h in hyps], references)
+  references = [refs[s] for s in sources]
+  scores = scoring.score_translations(hyps, references, score_form(translator), signatures=True)
   scores['sentences_per_s'] = len(sources) / max(seconds, 1e-9)
   return scores, list(zip(sources, hyps, strict=True))
 
@@ -145,6 +151,9 @@ def main(argv: list[str]) -> None:
     result = {
       'bleu': round(scores['bleu'], 2),
       'chrf': round(scores['chrf'], 2),
+      'scored_on': scores['scored_on'],
+      'bleu_signature': scores['bleu_signature'],
+      'chrf_signature': scores['chrf_signature'],
       'sentences': scores['sentences'],
       'sentences_per_s': round(scores['sentences_per_s'], 1),
       'checkpoint_step': translator.step,

@@ -1,12 +1,53 @@
-"""Translation quality: the book's sentence BLEU and sacreBLEU's corpus BLEU and chrF."""
+"""Translation quality: the book's sentence BLEU and sacreBLEU's corpus BLEU and chrF.
+
+Corpus scores are computed on one of two forms (`form_for`), and only numbers of the same
+form compare:
+- the book's normal form (word tokens, the book's rules: lowercased, punctuation spaced;
+  sacreBLEU with `tokenize='none'`), for the book's word-token configs;
+- detokenised text (SentencePiece output, cased, as a person writes it) against the raw
+  references, with sacreBLEU's standard settings (`13a`; `zh` for Chinese, characters for
+  Japanese, Thai, Lao, Khmer and Burmese), as papers report.
+The evaluate CLI prints sacreBLEU's signature beside each number.
+"""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import sacrebleu
+
+from seq2seq_jax.data import text
+
+# Languages written without spaces between words: sacreBLEU's tokenizer for them.
+_TOKENIZE = {'zh': 'zh', 'ja': 'char', 'th': 'char', 'lo': 'char', 'km': 'char', 'my': 'char'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+  """What hypotheses and references look like when scored."""
+
+  name: str  # 'book normal form' or 'detokenised'
+  tokenize: str  # sacreBLEU's tokenizer
+  normalise: bool  # the book's normal form first
+
+  def __call__(self, sentence: str) -> str:
+    return text.score_form(sentence) if self.normalise else sentence.strip()
+
+
+BOOK_FORM = Form('book normal form', 'none', normalise=True)
+
+
+def form_for(tokenizer_kind: str, lang: str = 'fr') -> Form:
+  """The book's normal form for word tokens; detokenised text with sacreBLEU's standard
+  tokenizer for the target language otherwise."""
+  if tokenizer_kind == 'word':
+    return BOOK_FORM
+  from seq2seq_jax.data import tatoeba
+
+  return Form('detokenised', _TOKENIZE.get(tatoeba.language(lang), '13a'), normalise=False)
 
 
 def bleu(pred_seq: str, label_seq: str, k: int) -> float:
@@ -39,12 +80,15 @@ def group_references(sources: Sequence[str], targets: Sequence[str]) -> dict[str
 
 
 def corpus_scores(
-  hypotheses: Sequence[str], references: Sequence[Sequence[str]], tokenize: str = 'none'
+  hypotheses: Sequence[str],
+  references: Sequence[Sequence[str]],
+  tokenize: str = 'none',
+  signatures: bool = False,
 ) -> dict[str, float]:
   """Corpus BLEU and chrF (sacreBLEU) with a varying number of references per sentence.
 
   `tokenize='none'` for the book's word output (already tokenized); '13a' for
-  detokenized text.
+  detokenized text. `signatures`: also sacreBLEU's signatures of both (strings).
   """
   if len(hypotheses) != len(references):
     raise ValueError(f'{len(hypotheses)} hypotheses but {len(references)} reference sets')
@@ -54,8 +98,28 @@ def corpus_scores(
   streams = [[r[i] if i < len(r) else None for r in references] for i in range(width)]
   # `force`: the normal form is tokenized on purpose; no "forgot to detokenize" warning.
   bleu = sacrebleu.metrics.BLEU(tokenize=tokenize, force=tokenize == 'none')
-  return {
+  chrf = sacrebleu.metrics.CHRF()
+  scores = {
     'bleu': bleu.corpus_score(hypotheses, streams).score,
-    'chrf': sacrebleu.metrics.CHRF().corpus_score(hypotheses, streams).score,
+    'chrf': chrf.corpus_score(hypotheses, streams).score,
     'sentences': len(hypotheses),
   }
+  if signatures:
+    scores['bleu_signature'] = str(bleu.get_signature())
+    scores['chrf_signature'] = str(chrf.get_signature())
+  return scores
+
+
+def score_translations(
+  hypotheses: Sequence[str],
+  references: Sequence[Sequence[str]],
+  form: Form,
+  signatures: bool = False,
+) -> dict:
+  """`corpus_scores` of raw hypotheses and references put in `form`."""
+  return corpus_scores(
+    [form(h) for h in hypotheses],
+    [[form(r) for r in refs] for refs in references],
+    tokenize=form.tokenize,
+    signatures=signatures,
+  ) | ({'scored_on': form.name} if signatures else {})

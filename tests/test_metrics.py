@@ -120,3 +120,24 @@ def test_group_references_groups_in_first_seen_order() -> None:
   assert scoring.group_references([], []) == {}
   with pytest.raises(ValueError):
     scoring.group_references(['a', 'b'], ['x'])
+
+
+def test_score_forms_book_and_detokenised() -> None:
+  hyps, refs = ['Il est là, je crois !'], [['il est là , je crois !']]
+  book = scoring.form_for('word', 'fr')
+  assert book is scoring.BOOK_FORM and book('Va!') == 'va !'
+  assert scoring.score_translations(hyps, refs, book)['bleu'] == pytest.approx(100.0)
+  detok = scoring.form_for('sentencepiece', 'fr')
+  assert (detok.name, detok.tokenize) == ('detokenised', '13a')
+  scores = scoring.score_translations(hyps, refs, detok, signatures=True)
+  expected = sacrebleu.corpus_bleu(hyps, [['il est là , je crois !']])  # standard settings
+  assert scores['bleu'] == pytest.approx(expected.score) and scores['bleu'] < 100
+  assert 'case:mixed' in scores['bleu_signature'] and 'tok:13a' in scores['bleu_signature']
+  assert scores['chrf_signature'].startswith('nrefs:1|case:mixed')
+  assert scores['scored_on'] == 'detokenised'
+  assert scoring.form_for('sentencepiece', 'zh').tokenize == 'zh'
+  assert scoring.form_for('sentencepiece', 'jpn').tokenize == 'char'
+  chars = scoring.score_translations(
+    ['猫が好きです'], [['猫が好きです']], scoring.form_for('x', 'ja')
+  )
+  assert chars['bleu'] == pytest.approx(100.0)

@@ -255,6 +255,14 @@ class Data:
   train: EncodedPairs
   val: EncodedPairs
   max_len: int  # the longest sequence (either side, `<eos>` included) the model sees
+  tgt_lang: str = 'fr'
+
+  @property
+  def score_form(self):  # noqa: ANN201
+    """How translations are scored (`scoring.form_for`)."""
+    from seq2seq_jax import scoring
+
+    return scoring.form_for(self.tgt_tok.kind, self.tgt_lang)
 
 
 def languages(data_cfg) -> tuple[str, str]:  # noqa: ANN001
@@ -324,4 +332,4 @@ def prepare(data_cfg, workdir: str | None) -> Data:  # noqa: ANN001
     tgt_tok.vocab_size,
     languages(data_cfg)[1],
   )
-  return Data(src_tok, tgt_tok, train, val, max_len)
+  return Data(src_tok, tgt_tok, train, val, max_len, languages(data_cfg)[1])

@@ -1,10 +1,9 @@
 """Tokenizers by config (`data.tokenizer`): the book's words, or SentencePiece subwords.
 
 Both map a raw sentence to ids ending in `<eos>` and ids back to text, with the reserved
-ids of `text` (`<pad>`=0, `<bos>`=1, `<eos>`=2, `<unk>`=3). Translation quality is
-scored on one normal form for both (`text.score_form`: the book's preprocessing, lowercased
-with spaced punctuation), so their BLEU numbers compare; SentencePiece output is also
-cased, detokenised text a person can read.
+ids of `text` (`<pad>`=0, `<bos>`=1, `<eos>`=2, `<unk>`=3). SentencePiece output is
+cased, detokenised text a person can read, and is scored as such (`scoring.form_for`);
+word output is scored on the book's normal form.
 """
 
 from __future__ import annotations

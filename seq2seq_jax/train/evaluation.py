@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 
 from seq2seq_jax import scoring
-from seq2seq_jax.data import input_pipeline, text
+from seq2seq_jax.data import input_pipeline
 from seq2seq_jax.train import distributed
 from seq2seq_jax.train.reporting import per_member
 
@@ -68,9 +68,9 @@ def evaluate_bleu(
   sources = list(refs)[:max_sentences] if max_sentences else list(refs)
   src_ids = [data.src_tok.encode(s)[: data.max_len] for s in sources]
   outs = translate_ids(greedy_fn, params, src_ids, data.max_len, batch_size)
-  hyps = [text.score_form(data.tgt_tok.decode(o)) for o in outs]
-  references = [[data.tgt_tok.reference(r) for r in refs[s]] for s in sources]
-  scores = scoring.corpus_scores(hyps, references)
+  hyps = [data.tgt_tok.decode(o) for o in outs]
+  references = [refs[s] for s in sources]
+  scores = scoring.score_translations(hyps, references, data.score_form)
   samples = [
     {'source': s, 'reference': r[0], 'hypothesis': h}
     for s, r, h in list(zip(sources, references, hyps, strict=False))[:num_samples]
