@@ -326,3 +326,20 @@ def test_host_reachable() -> None:
   finally:
     server.close()
   assert not fe.host_reachable('127.0.0.1', port, timeout=0.5)
+
+
+def test_a_preparation_finished_by_another_process_is_used(
+  tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+  _write(tmp_path / 'manual', _lines(PAIRS))
+  real = fe.Tatoeba.download_and_prepare
+
+  def lost_the_race(self: fe.Tatoeba, **kwargs: object) -> None:
+    real(self, **kwargs)  # the other run's copy lands...
+    raise OSError('Cannot rename .../incomplete.X_2.0.0. Destination .../2.0.0 already exists.')
+
+  monkeypatch.setattr(fe.Tatoeba, 'download_and_prepare', lost_the_race)
+  assert _pairs(tmp_path) == PAIRS
+  monkeypatch.setattr(fe.Tatoeba, 'is_prepared', lambda self: False)
+  with pytest.raises(OSError, match='Cannot rename'):  # a failure that left nothing: raised
+    _pairs(tmp_path)

@@ -13,8 +13,12 @@ Nothing after this module imports TFDS or the tokenizers' libraries.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import math
+import shutil
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 from absl import logging
@@ -26,17 +30,58 @@ Batch = dict[str, np.ndarray]
 
 @dataclasses.dataclass
 class EncodedPairs:
-  """Token ids of a split: `src`/`tgt` are `[n, width]` (0-padded, ending in `<eos>`)."""
+  """Token ids of a split: `src`/`tgt` are `[n, width]` (0-padded, ending in `<eos>`;
+  uint16 when the vocabularies allow, possibly memory-mapped from the prepared files)."""
 
   src: np.ndarray
   src_len: np.ndarray
   tgt: np.ndarray
   tgt_len: np.ndarray
-  sources: list[str]  # the raw sentences, for BLEU and sample translations
-  targets: list[str]
+  sources: list[str] = dataclasses.field(default_factory=list)  # raw text (validation only:
+  targets: list[str] = dataclasses.field(default_factory=list)  # BLEU and samples)
 
   def __len__(self) -> int:
     return len(self.src_len)
+
+
+_ENCODE_CHUNK = 65536  # sentences per batched tokenizer call (bounds the Python lists)
+
+
+def id_dtype(*vocab_sizes: int) -> np.dtype:
+  """The smallest id dtype for the vocabularies: uint16 up to 65,536 tokens, else int32."""
+  return np.dtype(np.uint16 if max(vocab_sizes) <= 65536 else np.int32)
+
+
+def encode_ragged(
+  tok: text.WordTokenizer, sentences: Sequence[str], dtype: type | np.dtype = np.int32
+) -> tuple[np.ndarray, np.ndarray]:
+  """All sentences' ids concatenated, and each one's length: batched tokenizer calls
+  (`encode_batch`: SentencePiece's native threads) of `_ENCODE_CHUNK` sentences."""
+  flats, lengths = [], []
+  encode = getattr(tok, 'encode_batch', None) or (lambda batch: [tok.encode(s) for s in batch])
+  for start in range(0, len(sentences), _ENCODE_CHUNK):
+    ids = encode(list(sentences[start : start + _ENCODE_CHUNK]))
+    lens = np.fromiter(map(len, ids), np.int64, len(ids))
+    flats.append(np.fromiter(itertools.chain.from_iterable(ids), dtype, int(lens.sum())))
+    lengths.append(lens)
+  if not flats:
+    return np.zeros(0, dtype), np.zeros(0, np.int64)
+  return np.concatenate(flats), np.concatenate(lengths)
+
+
+def pack_ragged(
+  flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """Rows `rows` of a ragged array, each trimmed to `width` and 0-padded: `[len(rows), width]`."""
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+  kept = np.minimum(lengths[rows], width)
+  out = np.zeros((len(rows), width), flat.dtype)
+  cols = np.arange(width)
+  for lo in range(0, len(rows), _ENCODE_CHUNK):  # index arrays of a bounded size
+    hi = min(lo + _ENCODE_CHUNK, len(rows))
+    mask = cols[None, :] < kept[lo:hi, None]
+    out[lo:hi][mask] = flat[(starts[rows[lo:hi]][:, None] + cols[None, :])[mask]]
+  return out, kept.astype(np.int32)
 
 
 def _pack(seqs: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,30 +101,46 @@ def encode_pairs(
   *,
   num_steps: int = 0,
   max_len: int = 0,
+  keep_text: bool = True,
 ) -> EncodedPairs:
   """Tokenizes pairs. `num_steps > 0`: trim to it (the book); else drop pairs longer than
   `max_len` tokens on either side (`<eos>` included), logging how many."""
-  src_ids = [src_tok.encode(en) for en, _ in pairs]
-  tgt_ids = [tgt_tok.encode(fr) for _, fr in pairs]
+  dtype = id_dtype(src_tok.vocab_size, tgt_tok.vocab_size)
+  src = encode_ragged(src_tok, [s for s, _ in pairs], dtype)
+  tgt = encode_ragged(tgt_tok, [t for _, t in pairs], dtype)
+  return select_pairs(src, tgt, pairs if keep_text else None, num_steps=num_steps, max_len=max_len)
+
+
+def select_pairs(
+  src: tuple[np.ndarray, np.ndarray],
+  tgt: tuple[np.ndarray, np.ndarray],
+  pairs: Sequence[tuple[str, str]] | None,
+  *,
+  num_steps: int = 0,
+  max_len: int = 0,
+) -> EncodedPairs:
+  """`EncodedPairs` from ragged ids: trimmed to `num_steps` (the book), or the pairs of at
+  most `max_len` tokens a side, the dropped ones counted in the log."""
+  n = len(src[1])
   if num_steps > 0:
-    width, keep = num_steps, range(len(pairs))
+    width, keep = num_steps, np.arange(n)
   else:
     width = max_len
-    keep = [i for i in range(len(pairs)) if max(len(src_ids[i]), len(tgt_ids[i])) <= max_len]
-    dropped = len(pairs) - len(keep)
+    keep = np.flatnonzero(np.maximum(src[1], tgt[1]) <= max_len)
+    dropped = n - len(keep)
     if dropped:
       logging.info(
         'dropped %d of %d pairs longer than max_len=%d tokens (%.2f%%)',
         dropped,
-        len(pairs),
+        n,
         max_len,
-        100.0 * dropped / max(len(pairs), 1),
+        100.0 * dropped / max(n, 1),
       )
-  src, src_len = _pack([src_ids[i] for i in keep], width)
-  tgt, tgt_len = _pack([tgt_ids[i] for i in keep], width)
-  return EncodedPairs(
-    src, src_len, tgt, tgt_len, [pairs[i][0] for i in keep], [pairs[i][1] for i in keep]
-  )
+  src_ids, src_len = pack_ragged(*src, keep, width)
+  tgt_ids, tgt_len = pack_ragged(*tgt, keep, width)
+  sources = [pairs[i][0] for i in keep] if pairs is not None else []
+  targets = [pairs[i][1] for i in keep] if pairs is not None else []
+  return EncodedPairs(src_ids, src_len, tgt_ids, tgt_len, sources, targets)
 
 
 def length_quantile(
@@ -90,6 +151,11 @@ def length_quantile(
 ) -> int:
   """The smallest max_len that keeps a fraction `q` of the pairs whole."""
   lengths = [max(len(src_tok.encode(en)), len(tgt_tok.encode(fr))) for en, fr in pairs]
+  return quantile_length(np.asarray(lengths), q)
+
+
+def quantile_length(lengths: np.ndarray, q: float) -> int:
+  """The smallest length that keeps a fraction `q` of `lengths` whole."""
   return int(np.quantile(np.asarray(lengths), q, method='higher'))
 
 
@@ -291,45 +357,115 @@ def get_tokenizers(data_cfg, workdir: str | None, train_pairs, val_pairs):  # no
   tokenizers.check_kind(kind)
   if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
     return tokenizers.load(workdir, kind)
+  src_tok, tgt_tok = _train_tokenizers(data_cfg, train_pairs, val_pairs)
+  if workdir:
+    _save_tokenizers(src_tok, tgt_tok, workdir, kind)
+  return src_tok, tgt_tok
+
+
+def _train_tokenizers(data_cfg, train_pairs, val_pairs):  # noqa: ANN001, ANN202
+  from seq2seq_jax.data import tokenizers
+
   pairs = list(train_pairs) + (list(val_pairs) if data_cfg.vocab_includes_validation else [])
-  src_tok, tgt_tok = tokenizers.train(
-    kind,
+  return tokenizers.train(
+    data_cfg.tokenizer,
     pairs,
     min_freq=data_cfg.min_freq,
     num_steps=data_cfg.num_steps or None,
     vocab_size=data_cfg.get('vocab_size', 8000),
+    max_sentences=data_cfg.get('tokenizer_sentences', 0),
   )
-  if workdir:
-    src_path, tgt_path = tokenizers.paths(workdir, kind)
-    src_tok.save(src_path)
-    tgt_tok.save(tgt_path)
-  return src_tok, tgt_tok
+
+
+def _save_tokenizers(src_tok, tgt_tok, directory, kind: str) -> None:  # noqa: ANN001
+  from seq2seq_jax.data import tokenizers
+
+  src_path, tgt_path = tokenizers.paths(directory, kind)
+  src_tok.save(src_path)
+  tgt_tok.save(tgt_path)
 
 
 def prepare(data_cfg, workdir: str | None) -> Data:  # noqa: ANN001
-  """Loads the splits, the tokenizers and the encoded pairs for training."""
-  train_pairs = load_pairs(data_cfg, data_cfg.train_split)
-  val_pairs = load_pairs(data_cfg, data_cfg.val_split)
-  if not train_pairs:
-    raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
-  src_tok, tgt_tok = get_tokenizers(data_cfg, workdir, train_pairs, val_pairs)
-  if data_cfg.num_steps > 0:
-    max_len = data_cfg.num_steps
-  elif data_cfg.max_len > 0:
-    max_len = data_cfg.max_len
+  """The tokenizers and the encoded training and validation splits, from the prepared
+  files (`prepared.py`) when this source and these settings were prepared before, else
+  prepared now (and saved there). Tokenizers saved in `workdir` (a resumed run) win."""
+  from seq2seq_jax.data import prepared, sources, tokenizers
+
+  kind = data_cfg.tokenizer
+  tokenizers.check_kind(kind)
+  store = prepared.Store(data_cfg, sources.fingerprint(data_cfg))
+  loaded: dict[str, list[tuple[str, str]]] = {}
+
+  def pairs(split: str) -> list[tuple[str, str]]:
+    if split not in loaded:
+      loaded[split] = load_pairs(data_cfg, split)
+      if split == data_cfg.train_split and not loaded[split]:
+        raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
+    return loaded[split]
+
+  if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
+    tok_dir = Path(workdir)
   else:
-    max_len = length_quantile(train_pairs, src_tok, tgt_tok, data_cfg.length_quantile)
-  enc = dict(num_steps=data_cfg.num_steps, max_len=max_len)
-  train = encode_pairs(train_pairs, src_tok, tgt_tok, **enc)
-  val = encode_pairs(val_pairs, src_tok, tgt_tok, **enc)
+    tok_dir = store.tokenizer_dir()
+    if not prepared.complete(tok_dir):
+
+      def write_tokenizers(tmp: Path) -> dict:
+        src, tgt = _train_tokenizers(
+          data_cfg, pairs(data_cfg.train_split), pairs(data_cfg.val_split)
+        )
+        _save_tokenizers(src, tgt, tmp, kind)
+        return {'settings': prepared.tokenizer_settings(data_cfg), 'source': store.fingerprint}
+
+      prepared.write_atomically(tok_dir, write_tokenizers)
+    if workdir:
+      Path(workdir).mkdir(parents=True, exist_ok=True)
+      for path in tokenizers.paths(tok_dir, kind):
+        shutil.copyfile(path, Path(workdir) / path.name)
+  src_tok, tgt_tok = tokenizers.load(tok_dir, kind)
+  tok_files = prepared.file_digest(*tokenizers.paths(tok_dir, kind))
+  enc_dir = store.encoded_dir(tok_files)
+  if prepared.complete(enc_dir):
+    logging.info('data: reusing the prepared splits in %s', enc_dir)
+  else:
+
+    def write_splits(tmp: Path) -> dict:
+      train_pairs = pairs(data_cfg.train_split)
+      dtype = id_dtype(src_tok.vocab_size, tgt_tok.vocab_size)
+      src = encode_ragged(src_tok, [s for s, _ in train_pairs], dtype)
+      tgt = encode_ragged(tgt_tok, [t for _, t in train_pairs], dtype)
+      if data_cfg.num_steps > 0:
+        max_len = data_cfg.num_steps
+      elif data_cfg.max_len > 0:
+        max_len = data_cfg.max_len
+      else:
+        max_len = quantile_length(np.maximum(src[1], tgt[1]), data_cfg.length_quantile)
+      enc = dict(num_steps=data_cfg.num_steps, max_len=max_len)
+      prepared.save_split(tmp, 'train', select_pairs(src, tgt, None, **enc), with_text=False)
+      del src, tgt
+      val = encode_pairs(pairs(data_cfg.val_split), src_tok, tgt_tok, **enc)
+      prepared.save_split(tmp, 'val', val, with_text=True)
+      return {
+        'max_len': max_len,
+        'settings': prepared.encoding_settings(data_cfg, tok_files),
+        'source': store.fingerprint,
+      }
+
+    prepared.write_atomically(enc_dir, write_splits)
+    logging.info('data: prepared the splits in %s', enc_dir)
+  loaded.clear()  # no corpus text is kept beyond this point
+  meta = json.loads((enc_dir / 'meta.json').read_text())
+  train = EncodedPairs(**prepared.load_split(enc_dir, 'train'))
+  val = EncodedPairs(**prepared.load_split(enc_dir, 'val'))
+  max_len = int(meta['max_len'])
+  src_lang, tgt_lang = languages(data_cfg)
   logging.info(
     'data: %d training pairs, %d validation pairs, max length %d, vocabularies %d (%s) / %d (%s)',
     len(train),
     len(val),
     max_len,
     src_tok.vocab_size,
-    languages(data_cfg)[0],
+    src_lang,
     tgt_tok.vocab_size,
-    languages(data_cfg)[1],
+    tgt_lang,
   )
-  return Data(src_tok, tgt_tok, train, val, max_len, languages(data_cfg)[1])
+  return Data(src_tok, tgt_tok, train, val, max_len, tgt_lang)

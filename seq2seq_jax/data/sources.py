@@ -88,6 +88,43 @@ def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
   return pairs[window]
 
 
+def fingerprint(data_cfg) -> str:  # noqa: ANN001
+  """What identifies the source's contents: the sha1 of its files' text (the Tatoeba
+  builder's config name holds it), or a TFDS dataset's name, version and folder."""
+  source = kind(data_cfg)
+  src_lang, tgt_lang = data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')
+  if source == 'manual_dir':
+    from seq2seq_jax.data import tatoeba
+
+    manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
+    found = tatoeba.resolve(manual_dir, src_lang, tgt_lang)
+    return f'tatoeba:{tatoeba.builder_config(found).name}'
+  if source == 'tfds_name':
+    import tensorflow_datasets as tfds
+
+    data_dir = os.path.expanduser(data_cfg.data_dir)
+    try:
+      version = tfds.builder(data_cfg.tfds_name, data_dir=data_dir).version
+    except Exception:  # noqa: BLE001 (load_pairs reports an unknown name in one line)
+      version = '?'
+    return f'tfds:{data_cfg.tfds_name}:{version}:{Path(data_dir).absolute()}'
+  from seq2seq_jax.data import prepared
+
+  if source == 'tsv_file':
+    path = _existing(data_cfg.tsv_file, 'data.tsv_file')
+    return f'tsv:{tuple(data_cfg.tsv_columns)}:{prepared.file_digest(path)}'
+  parts = []
+  for field in ('train_prefix', 'validation_prefix', 'test_prefix'):
+    prefix = data_cfg.get(field, '')
+    if prefix:
+      paths = [
+        _existing(f'{prefix}.{src_lang}', 'the source file'),
+        _existing(f'{prefix}.{tgt_lang}', 'the target file'),
+      ]
+      parts.append(f'{field}={prepared.file_digest(*paths)}')
+  return 'text:' + ','.join(parts)
+
+
 def parse_split(split: str) -> tuple[str, slice]:
   """'train[10:20]' -> ('train', slice(10, 20)); a one-line error for other forms."""
   match = _SPLIT.match(split.strip())

@@ -392,9 +392,18 @@ def prepare(
   array_record) if it was not yet. Its config is named by the source file's text, so a
   changed or different file gets its own prepared copy beside the others."""
   source = resolve(manual_dir, src_lang, tgt_lang)
-  builder = Tatoeba(data_dir=data_dir, config=builder_config(source))
+  config = builder_config(source)
+  builder = Tatoeba(data_dir=data_dir, config=config)
   if not builder.is_prepared():
-    builder.download_and_prepare(file_format='array_record')
+    try:
+      builder.download_and_prepare(file_format='array_record')
+    except Exception:
+      # Two runs started at once on one data_dir: the one that renamed its folder into
+      # place second fails, but the data it needs is there now.
+      builder = Tatoeba(data_dir=data_dir, config=config)
+      if not builder.is_prepared():
+        raise
+      logging.info('tatoeba: %s was prepared by another process meanwhile', config.name)
   return builder
 
 

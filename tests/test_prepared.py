@@ -1,0 +1,116 @@
+"""Prepared data: made once per source and settings, reused, never read half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs import tiny
+from seq2seq_jax.data import input_pipeline, prepared, sources, tokenizers
+from tests import synthetic
+
+
+def _config(tmp_path: Path, **data: object):
+  config = tiny.get_config()
+  config.data.manual_dir = str(synthetic.write_fra_txt(tmp_path / 'data', n=80))
+  config.data.data_dir = str(tmp_path / 'tfds')
+  for key, value in data.items():
+    config.data[key] = value
+  return config
+
+
+def _same(a: input_pipeline.Data, b: input_pipeline.Data) -> None:
+  for split in ('train', 'val'):
+    for field in ('src', 'src_len', 'tgt', 'tgt_len'):
+      np.testing.assert_array_equal(
+        getattr(getattr(a, split), field), getattr(getattr(b, split), field)
+      )
+  assert a.val.sources == b.val.sources and a.max_len == b.max_len
+
+
+def test_a_second_start_reads_no_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+  config = _config(tmp_path)
+  first = input_pipeline.prepare(config.data, str(tmp_path / 'run1'))
+  assert first.train.src.dtype == np.uint16 and first.train.sources == []  # no training text
+  assert isinstance(first.train.src, np.memmap)
+  assert len(first.val.sources) == len(first.val) == 16
+
+  def no_text(*args: object) -> None:
+    raise AssertionError('the prepared splits must be reused')
+
+  monkeypatch.setattr(sources, 'load_pairs', no_text)
+  second = input_pipeline.prepare(config.data, str(tmp_path / 'run2'))  # a new workdir
+  _same(first, second)
+  for name in tokenizers.FILES['word']:
+    assert (tmp_path / 'run1' / name).read_bytes() == (tmp_path / 'run2' / name).read_bytes()
+  root = tmp_path / 'tfds' / prepared.ROOT
+  assert len(list((root / 'encoded').iterdir())) == len(list((root / 'tokenizers').iterdir())) == 1
+
+
+def test_the_encoding_is_the_books(tmp_path: Path) -> None:
+  config = _config(tmp_path)
+  data = input_pipeline.prepare(config.data, None)
+  train_pairs = input_pipeline.load_pairs(config.data, config.data.train_split)
+  direct = input_pipeline.encode_pairs(
+    train_pairs, data.src_tok, data.tgt_tok, num_steps=config.data.num_steps
+  )
+  np.testing.assert_array_equal(data.train.src, direct.src)
+  np.testing.assert_array_equal(data.train.tgt_len, direct.tgt_len)
+  for (en, fr), row, n in zip(train_pairs, direct.tgt, direct.tgt_len, strict=True):
+    ids = data.tgt_tok.encode(fr)[: config.data.num_steps]
+    assert list(row[:n]) == ids and not row[n:].any()
+    assert data.src_tok.encode(en)[:6] == list(direct.src[train_pairs.index((en, fr))][:6])
+
+
+def test_a_changed_source_or_setting_is_prepared_anew(tmp_path: Path) -> None:
+  config = _config(tmp_path)
+  first = input_pipeline.prepare(config.data, None)
+  synthetic.write_fra_txt(tmp_path / 'data', n=80, seed=1)  # the same file name, new text
+  changed = input_pipeline.prepare(config.data, None)
+  assert (
+    not np.array_equal(first.val.src, changed.val.src) or first.val.sources != changed.val.sources
+  )
+  config.data.max_pairs = 40
+  fewer = input_pipeline.prepare(config.data, None)
+  assert len(fewer.train) == 40 and len(changed.train) == 64
+  encoded = tmp_path / 'tfds' / prepared.ROOT / 'encoded'
+  assert len(list(encoded.iterdir())) == 3
+
+
+def test_a_preparation_killed_halfway_is_redone(
+  tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+  config = _config(tmp_path)
+  original = input_pipeline.select_pairs
+
+  def killed(*args: object, **kwargs: object) -> None:
+    raise KeyboardInterrupt  # as Ctrl-C halfway through the encoding
+
+  monkeypatch.setattr(input_pipeline, 'select_pairs', killed)
+  with pytest.raises(KeyboardInterrupt):
+    input_pipeline.prepare(config.data, None)
+  encoded = tmp_path / 'tfds' / prepared.ROOT / 'encoded'
+  assert list(encoded.iterdir()) == []  # nothing half-written stays
+  stale = encoded / '.tmp-0123456789abcdef-999999999'  # as a SIGKILL leaves it
+  stale.mkdir()
+  (stale / 'train_src.npy').write_bytes(b'half')
+  monkeypatch.setattr(input_pipeline, 'select_pairs', original)
+  data = input_pipeline.prepare(config.data, None)
+  assert len(data.train) == 64
+  (done,) = [p for p in encoded.iterdir() if not p.name.startswith('.tmp')]
+  assert json.loads((done / 'meta.json').read_text())['max_len'] == data.max_len
+  prepared.write_atomically(encoded / '0123456789abcdef', lambda tmp: {})  # cleans up
+  assert not stale.exists()
+
+
+def test_sentencepiece_batched_encoding_and_sampled_training() -> None:
+  pairs = synthetic.make_pairs(300)
+  src_tok, _ = tokenizers.train('sentencepiece', pairs, vocab_size=60, max_sentences=200)
+  sentences = [s for s, _ in pairs[:50]] + ['Il\u202fest là\xa0!', '']
+  assert src_tok.encode_batch(sentences) == [src_tok.encode(s) for s in sentences]
+  flat, lengths = input_pipeline.encode_ragged(src_tok, sentences, np.uint16)
+  assert lengths.tolist() == [len(src_tok.encode(s)) for s in sentences]
+  assert flat.tolist() == sum((src_tok.encode(s) for s in sentences), [])
