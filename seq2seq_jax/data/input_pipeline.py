@@ -1,4 +1,8 @@
-"""Input pipeline: TFDS pairs -> tokenizer -> id arrays -> shuffled, padded NumPy batches.
+"""Input pipeline: pairs (`sources.py`) -> tokenizers -> id arrays, prepared once
+(`prepared.py`: reused by later runs, memory-mapped) -> shuffled, padded NumPy batches.
+
+Encoding goes through the tokenizers' batched calls in chunks (SentencePiece's native
+threads) into ragged arrays, then packed at once; no corpus text is kept for training.
 
 Two layouts:
 - the book's (`num_steps > 0`): every sentence trimmed or padded to `num_steps`;

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from seq2seq_jax.data import text
 
 
@@ -52,17 +54,15 @@ class SentencePieceTokenizer:
     if not sentences:
       raise ValueError('cannot train SentencePiece on an empty split')
     buffer = io.BytesIO()
-    sample = {}
-    if 0 < max_sentences < len(sentences):
-      # SentencePiece samples more than 100 sentences or none.
-      sample = dict(input_sentence_size=max(max_sentences, 101), shuffle_input_sentence=True)
+    if 0 < max_sentences < len(sentences):  # a seeded sample: the same on every host
+      keep = np.random.default_rng(0).choice(len(sentences), max_sentences, replace=False)
+      sentences = [sentences[i] for i in np.sort(keep)]
     spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences),
       model_writer=buffer,
       vocab_size=vocab_size,
       model_type='unigram',
       character_coverage=1.0,
-      **sample,
       pad_id=text.PAD_ID,
       bos_id=text.BOS_ID,
       eos_id=text.EOS_ID,
