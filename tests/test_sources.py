@@ -30,6 +30,11 @@ def _write_parallel(prefix: Path, pairs: list[tuple[str, str]], src='de', tgt='e
   return prefix
 
 
+def _refused(config, match: str) -> None:  # noqa: ANN001
+  with pytest.raises(sources.SourceError, match=match):
+    sources.load_pairs(config.data, 'train')
+
+
 PAIRS = [(f'Satz Nummer {i}.', f'Sentence number {i}.') for i in range(400)]
 
 
@@ -65,21 +70,17 @@ def test_parallel_files_bad_input_is_one_line(tmp_path: Path) -> None:
     'line, line for line'
   )
   Path(f'{prefix}.en').write_bytes(b'one\ntwo\n\xe9t\xe9\nfour\nfive\n')
-  with pytest.raises(sources.SourceError, match=rf'{prefix}.en: line 3 is not valid UTF-8'):
-    sources.load_pairs(config.data, 'train')
+  _refused(config, rf'{prefix}.en: line 3 is not valid UTF-8')
   config.data.tgt_lang = 'fr'
-  with pytest.raises(sources.SourceError, match=rf'the target file {prefix}.fr does not exist'):
-    sources.load_pairs(config.data, 'train')
+  _refused(config, rf'the target file {prefix}.fr does not exist')
   config.data.tgt_lang = 'deu'
-  with pytest.raises(sources.SourceError, match="both 'de'"):
-    sources.load_pairs(config.data, 'train')
+  _refused(config, "both 'de'")
   config.data.tgt_lang = 'en'
   for bad, message in (('dev', 'unknown split'), ('train[a:b]', 'cannot read the split')):
     with pytest.raises(sources.SourceError, match=message):
       sources.load_pairs(config.data, bad)
   config.data.tsv_file = str(tmp_path / 'x.tsv')
-  with pytest.raises(sources.SourceError, match='data.train_prefix and data.tsv_file are both'):
-    sources.load_pairs(config.data, 'train')
+  _refused(config, 'data.train_prefix and data.tsv_file are both')
 
 
 def test_tsv_columns(tmp_path: Path) -> None:
@@ -127,17 +128,14 @@ class TinyTranslate(tfds.core.GeneratorBasedBuilder):
 
 def test_tfds_dataset_by_name(tmp_path: Path) -> None:
   config = _config(tmp_path, tfds_name='tiny_translate', src_lang='en', tgt_lang='de')
-  with pytest.raises(sources.SourceError, match=r"'tiny_translate' is not prepared .*tfds build"):
-    sources.load_pairs(config.data, 'train')
+  _refused(config, r"'tiny_translate' is not prepared .*tfds build")
   TinyTranslate(data_dir=config.data.data_dir).download_and_prepare(file_format='array_record')
   assert sources.load_pairs(config.data, 'train') == [(en, de) for de, en in PAIRS[:50]]
   assert sources.load_pairs(config.data, 'test[:3]') == [(en, de) for de, en in PAIRS[60:63]]
   config.data.tgt_lang = 'fr'
-  with pytest.raises(sources.SourceError, match=r"has no language 'fr' \(it has \['de', 'en'\]\)"):
-    sources.load_pairs(config.data, 'train')
+  _refused(config, r"has no language 'fr' \(it has \['de', 'en'\]\)")
   config.data.tfds_name = 'no_such_dataset_here'
-  with pytest.raises(sources.SourceError, match="'no_such_dataset_here': no such TFDS dataset"):
-    sources.load_pairs(config.data, 'train')
+  _refused(config, "'no_such_dataset_here': no such TFDS dataset")
 
 
 def test_train_translate_and_evaluate_from_parallel_files(tmp_path: Path) -> None:
