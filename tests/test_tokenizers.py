@@ -48,3 +48,19 @@ def test_unknown_kind_and_missing_files_are_clear(tmp_path: Path) -> None:
 def test_score_form_puts_both_tokenizers_on_one_scale() -> None:
   assert text.score_form('Je suis  chez moi.') == 'je suis chez moi .'
   assert text.score_form('je suis chez moi .') == 'je suis chez moi .'
+
+
+def test_sentencepiece_on_a_language_without_spaces() -> None:
+  subjects, verbs, objects = (
+    ['我', '你', '他', '她'],
+    ['喜欢', '看见', '想要'],
+    ['猫', '狗', '书', '苹果'],
+  )
+  sentences = [f'{s}{v}{o}。' for s in subjects for v in verbs for o in objects] * 3
+  pairs = [(f'sentence {i}', zh) for i, zh in enumerate(sentences)]
+  _, zh = tokenizers.train('sentencepiece', pairs, vocab_size=40)
+  for sentence in sentences[:12]:
+    ids = zh.encode(sentence)
+    assert ids[-1] == text.EOS_ID and len(ids) > 2  # pieces, not one token per sentence
+    assert zh.decode(ids) == sentence  # no spaces put in
+  assert zh.encode_batch(sentences[:5]) == [zh.encode(s) for s in sentences[:5]]
