@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
-import shutil
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 from absl import logging
@@ -352,124 +349,9 @@ def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
   return pairs
 
 
-def get_tokenizers(data_cfg, workdir: str | None, train_pairs, val_pairs):  # noqa: ANN001
-  """Loads the tokenizers saved in `workdir`, or trains them on the training pairs (and
-  the validation pairs where the config says so, as the book) and saves them there."""
-  from seq2seq_jax.data import tokenizers
-
-  kind = data_cfg.tokenizer
-  tokenizers.check_kind(kind)
-  if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
-    return tokenizers.load(workdir, kind)
-  src_tok, tgt_tok = _train_tokenizers(data_cfg, train_pairs, val_pairs)
-  if workdir:
-    _save_tokenizers(src_tok, tgt_tok, workdir, kind)
-  return src_tok, tgt_tok
-
-
-def _train_tokenizers(data_cfg, train_pairs, val_pairs):  # noqa: ANN001, ANN202
-  from seq2seq_jax.data import tokenizers
-
-  pairs = list(train_pairs) + (list(val_pairs) if data_cfg.vocab_includes_validation else [])
-  return tokenizers.train(
-    data_cfg.tokenizer,
-    pairs,
-    min_freq=data_cfg.min_freq,
-    num_steps=data_cfg.num_steps or None,
-    vocab_size=data_cfg.get('vocab_size', 8000),
-    max_sentences=data_cfg.get('tokenizer_sentences', 0),
-  )
-
-
-def _save_tokenizers(src_tok, tgt_tok, directory, kind: str) -> None:  # noqa: ANN001
-  from seq2seq_jax.data import tokenizers
-
-  src_path, tgt_path = tokenizers.paths(directory, kind)
-  src_tok.save(src_path)
-  tgt_tok.save(tgt_path)
-
-
 def prepare(data_cfg, workdir: str | None) -> Data:  # noqa: ANN001
-  """The tokenizers and the encoded training and validation splits, from the prepared
-  files (`prepared.py`) when this source and these settings were prepared before, else
-  prepared now (and saved there). Tokenizers saved in `workdir` (a resumed run) win."""
-  from seq2seq_jax.data import prepared, sources, tokenizers
+  """The tokenizers and the encoded training and validation splits (`prepared.prepare`:
+  from the prepared files when this source and these settings were prepared before)."""
+  from seq2seq_jax.data import prepared
 
-  kind = data_cfg.tokenizer
-  tokenizers.check_kind(kind)
-  store = prepared.Store(data_cfg, sources.fingerprint(data_cfg))
-  loaded: dict[str, list[tuple[str, str]]] = {}
-
-  def pairs(split: str) -> list[tuple[str, str]]:
-    if split not in loaded:
-      loaded[split] = load_pairs(data_cfg, split)
-      if split == data_cfg.train_split and not loaded[split]:
-        raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
-    return loaded[split]
-
-  if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
-    tok_dir = Path(workdir)
-  else:
-    tok_dir = store.tokenizer_dir()
-    if not prepared.complete(tok_dir):
-
-      def write_tokenizers(tmp: Path) -> dict:
-        src, tgt = _train_tokenizers(
-          data_cfg, pairs(data_cfg.train_split), pairs(data_cfg.val_split)
-        )
-        _save_tokenizers(src, tgt, tmp, kind)
-        return {'settings': prepared.tokenizer_settings(data_cfg), 'source': store.fingerprint}
-
-      prepared.write_atomically(tok_dir, write_tokenizers)
-    if workdir:
-      Path(workdir).mkdir(parents=True, exist_ok=True)
-      for path in tokenizers.paths(tok_dir, kind):
-        shutil.copyfile(path, Path(workdir) / path.name)
-  src_tok, tgt_tok = tokenizers.load(tok_dir, kind)
-  tok_files = prepared.file_digest(*tokenizers.paths(tok_dir, kind))
-  enc_dir = store.encoded_dir(tok_files)
-  if prepared.complete(enc_dir):
-    logging.info('data: reusing the prepared splits in %s', enc_dir)
-  else:
-
-    def write_splits(tmp: Path) -> dict:
-      train_pairs = pairs(data_cfg.train_split)
-      dtype = id_dtype(src_tok.vocab_size, tgt_tok.vocab_size)
-      src = encode_ragged(src_tok, [s for s, _ in train_pairs], dtype)
-      tgt = encode_ragged(tgt_tok, [t for _, t in train_pairs], dtype)
-      if data_cfg.num_steps > 0:
-        max_len = data_cfg.num_steps
-      elif data_cfg.max_len > 0:
-        max_len = data_cfg.max_len
-      else:
-        max_len = quantile_length(np.maximum(src[1], tgt[1]), data_cfg.length_quantile)
-      enc = dict(num_steps=data_cfg.num_steps, max_len=max_len)
-      prepared.save_split(tmp, 'train', select_pairs(src, tgt, None, **enc), with_text=False)
-      del src, tgt
-      val = encode_pairs(pairs(data_cfg.val_split), src_tok, tgt_tok, **enc)
-      prepared.save_split(tmp, 'val', val, with_text=True)
-      return {
-        'max_len': max_len,
-        'settings': prepared.encoding_settings(data_cfg, tok_files),
-        'source': store.fingerprint,
-      }
-
-    prepared.write_atomically(enc_dir, write_splits)
-    logging.info('data: prepared the splits in %s', enc_dir)
-  loaded.clear()  # no corpus text is kept beyond this point
-  meta = json.loads((enc_dir / 'meta.json').read_text())
-  train = EncodedPairs(**prepared.load_split(enc_dir, 'train'))
-  val = EncodedPairs(**prepared.load_split(enc_dir, 'val'))
-  max_len = int(meta['max_len'])
-  src_lang, tgt_lang = languages(data_cfg)
-  logging.info(
-    'data: %d training pairs, %d validation pairs, max length %d, vocabularies %d (%s) / %d (%s)',
-    len(train),
-    len(val),
-    max_len,
-    src_tok.vocab_size,
-    src_lang,
-    tgt_tok.vocab_size,
-    tgt_lang,
-  )
-  return Data(src_tok, tgt_tok, train, val, max_len, tgt_lang)
+  return prepared.prepare(data_cfg, workdir)

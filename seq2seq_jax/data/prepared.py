@@ -1,4 +1,5 @@
-"""Prepared data, made once and reused: the tokenizers and every split's token ids.
+"""Prepared data, made once and reused: the tokenizers and every split's token ids
+(`prepare`, which `input_pipeline.prepare` calls).
 
 Under `<data.data_dir>/seq2seq_jax/`:
 - `tokenizers/<key>/`: the two tokenizer files, for a key made from the source files'
@@ -26,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import logging
+
+from seq2seq_jax.data import input_pipeline, sources, tokenizers
 
 ROOT = 'seq2seq_jax'
 VERSION = 1  # bump when the layout or the encoding changes
@@ -156,3 +160,107 @@ def load_split(directory: Path, name: str) -> dict[str, Any]:
   if text_file.is_file():
     out |= json.loads(text_file.read_text())
   return out
+
+
+def _train_tokenizers(data_cfg, train_pairs, val_pairs):  # noqa: ANN001, ANN202
+  pairs = list(train_pairs) + (list(val_pairs) if data_cfg.vocab_includes_validation else [])
+  return tokenizers.train(
+    data_cfg.tokenizer,
+    pairs,
+    min_freq=data_cfg.min_freq,
+    num_steps=data_cfg.num_steps or None,
+    vocab_size=data_cfg.get('vocab_size', 8000),
+    max_sentences=data_cfg.get('tokenizer_sentences', 0),
+  )
+
+
+def _save_tokenizers(src_tok, tgt_tok, directory, kind: str) -> None:  # noqa: ANN001
+  src_path, tgt_path = tokenizers.paths(directory, kind)
+  src_tok.save(src_path)
+  tgt_tok.save(tgt_path)
+
+
+def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN001
+  """The tokenizers and the encoded training and validation splits, from the prepared
+  files (this module) when this source and these settings were prepared before, else
+  prepared now (and saved there). Tokenizers saved in `workdir` (a resumed run) win."""
+  kind = data_cfg.tokenizer
+  tokenizers.check_kind(kind)
+  store = Store(data_cfg, sources.fingerprint(data_cfg))
+  loaded: dict[str, list[tuple[str, str]]] = {}
+
+  def pairs(split: str) -> list[tuple[str, str]]:
+    if split not in loaded:
+      loaded[split] = input_pipeline.load_pairs(data_cfg, split)
+      if split == data_cfg.train_split and not loaded[split]:
+        raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
+    return loaded[split]
+
+  if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
+    tok_dir = Path(workdir)
+  else:
+    tok_dir = store.tokenizer_dir()
+    if not complete(tok_dir):
+
+      def write_tokenizers(tmp: Path) -> dict:
+        src, tgt = _train_tokenizers(
+          data_cfg, pairs(data_cfg.train_split), pairs(data_cfg.val_split)
+        )
+        _save_tokenizers(src, tgt, tmp, kind)
+        return {'settings': tokenizer_settings(data_cfg), 'source': store.fingerprint}
+
+      write_atomically(tok_dir, write_tokenizers)
+    if workdir:
+      Path(workdir).mkdir(parents=True, exist_ok=True)
+      for path in tokenizers.paths(tok_dir, kind):
+        shutil.copyfile(path, Path(workdir) / path.name)
+  src_tok, tgt_tok = tokenizers.load(tok_dir, kind)
+  tok_files = file_digest(*tokenizers.paths(tok_dir, kind))
+  enc_dir = store.encoded_dir(tok_files)
+  if complete(enc_dir):
+    logging.info('data: reusing the prepared splits in %s', enc_dir)
+  else:
+
+    def write_splits(tmp: Path) -> dict:
+      train_pairs = pairs(data_cfg.train_split)
+      dtype = input_pipeline.id_dtype(src_tok.vocab_size, tgt_tok.vocab_size)
+      src = input_pipeline.encode_ragged(src_tok, [s for s, _ in train_pairs], dtype)
+      tgt = input_pipeline.encode_ragged(tgt_tok, [t for _, t in train_pairs], dtype)
+      if data_cfg.num_steps > 0:
+        max_len = data_cfg.num_steps
+      elif data_cfg.max_len > 0:
+        max_len = data_cfg.max_len
+      else:
+        max_len = input_pipeline.quantile_length(
+          np.maximum(src[1], tgt[1]), data_cfg.length_quantile
+        )
+      enc = dict(num_steps=data_cfg.num_steps, max_len=max_len)
+      save_split(tmp, 'train', input_pipeline.select_pairs(src, tgt, None, **enc), with_text=False)
+      del src, tgt
+      val = input_pipeline.encode_pairs(pairs(data_cfg.val_split), src_tok, tgt_tok, **enc)
+      save_split(tmp, 'val', val, with_text=True)
+      return {
+        'max_len': max_len,
+        'settings': encoding_settings(data_cfg, tok_files),
+        'source': store.fingerprint,
+      }
+
+    write_atomically(enc_dir, write_splits)
+    logging.info('data: prepared the splits in %s', enc_dir)
+  loaded.clear()  # no corpus text is kept beyond this point
+  meta = json.loads((enc_dir / 'meta.json').read_text())
+  train = input_pipeline.EncodedPairs(**load_split(enc_dir, 'train'))
+  val = input_pipeline.EncodedPairs(**load_split(enc_dir, 'val'))
+  max_len = int(meta['max_len'])
+  src_lang, tgt_lang = input_pipeline.languages(data_cfg)
+  logging.info(
+    'data: %d training pairs, %d validation pairs, max length %d, vocabularies %d (%s) / %d (%s)',
+    len(train),
+    len(val),
+    max_len,
+    src_tok.vocab_size,
+    src_lang,
+    tgt_tok.vocab_size,
+    tgt_lang,
+  )
+  return input_pipeline.Data(src_tok, tgt_tok, train, val, max_len, tgt_lang)
