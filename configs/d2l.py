@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.train_split = 'full[:512]'  # the first 512 pairs of the file
   config.data.val_split = 'full[512:640]'  # the next 128
   config.data.num_steps = 9
+  config.data.tokenizer = 'word'  # the book's rules (lowercased, punctuation split off)
   config.data.vocab_includes_validation = True  # the book builds it on all 640 pairs
   # The book's model and optimisation (configs/default.py goes beyond them).
   config.model.decoder = 'plain'

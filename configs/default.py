@@ -43,9 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.val_split = 'validation'
   config.data.test_split = 'test'
   config.data.max_pairs = 0  # keep only the first N pairs of each split (0 = all)
-  config.data.tokenizer = 'word'  # 'word' (the book's) or 'sentencepiece' (cased subwords)
+  config.data.tokenizer = 'auto'  # 'word' (the book's), 'sentencepiece' (cased subwords) or
+  # 'auto': word for the book's corpus (a Tatoeba English-French file), sentencepiece else
   config.data.vocab_size = 8000  # sentencepiece: pieces per language
-  config.data.tokenizer_sentences = 1_000_000  # sentencepiece: trained on a sample this big
+  config.data.tokenizer_sentences = 200_000  # sentencepiece: trained on a sample this big
   config.data.min_freq = 2  # the book's vocabulary threshold
   config.data.vocab_includes_validation = False  # the book counts validation tokens too
   config.data.num_steps = 0  # > 0: trim/pad every sentence to this (the book); 0: buckets

@@ -6,7 +6,8 @@
   ... --beam_size=4 --alpha=0.75                                    # beam search (1: greedy)
   ... --ensemble=DIR2,DIR3                                          # an ensemble
 
-The decoding flags are translate's (`--max_len_ratio`, `--sample`, ...).
+`--scored_on=book` scores any workdir on the book's normal form (comparable with word-token
+runs). The decoding flags are translate's (`--max_len_ratio`, `--sample`, ...).
 
 With `--pairs` and `--split`, all references of a repeated source count together
 (sacreBLEU's multi-reference BLEU); with `--src_file`, line i of each `--ref_file` is a
@@ -35,6 +36,14 @@ flags.DEFINE_string('split', None, "A split of the workdir's data (e.g. 'test').
 flags.DEFINE_string('src_file', None, 'Source sentences, one a line (with --ref_file).')
 flags.DEFINE_multi_string('ref_file', [], 'References, one a line (repeat for several).')
 flags.DEFINE_string('output', None, 'Where to write the hypotheses (one per source).')
+flags.DEFINE_enum(
+  'scored_on',
+  'auto',
+  ['auto', 'book'],
+  "auto: the workdir's own form (the book's normal form for word tokens, detokenised text "
+  "for SentencePiece); book: the book's normal form whatever the tokenizer (lowercased, "
+  'punctuation split off), to compare a SentencePiece run with a word-token run.',
+)
 
 
 def read_lines(path: str) -> list[str]:
@@ -106,7 +115,10 @@ def evaluate_lines(
 
 
 def score_form(translator: inference.Translator) -> scoring.Form:
-  """The form the workdir's translations are scored on (`scoring.form_for`)."""
+  """The form the workdir's translations are scored on (`scoring.form_for`, or the
+  book's with `--scored_on=book`)."""
+  if FLAGS.scored_on == 'book':
+    return scoring.BOOK_FORM
   tgt_lang = input_pipeline.languages(translator.config.data)[1]
   return scoring.form_for(translator.tgt_tok.kind, tgt_lang)
 

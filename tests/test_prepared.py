@@ -41,7 +41,7 @@ def test_a_second_start_reads_no_text(tmp_path: Path, monkeypatch: pytest.Monkey
   def no_text(*args: object) -> None:
     raise AssertionError('the prepared splits must be reused')
 
-  monkeypatch.setattr(sources, 'load_pairs', no_text)
+  monkeypatch.setattr(sources, 'iter_pairs', no_text)
   second = input_pipeline.prepare(config.data, str(tmp_path / 'run2'))  # a new workdir
   _same(first, second)
   for name in tokenizers.FILES['word']:
@@ -114,3 +114,44 @@ def test_sentencepiece_batched_encoding_and_sampled_training() -> None:
   flat, lengths = input_pipeline.encode_ragged(src_tok, sentences, np.uint16)
   assert lengths.tolist() == [len(src_tok.encode(s)) for s in sentences]
   assert flat.tolist() == sum((src_tok.encode(s) for s in sentences), [])
+
+
+def test_sample_pairs_is_a_seeded_uniform_sample_in_stream_order() -> None:
+  stream = [[(str(i), str(-i)) for i in range(lo, lo + 100)] for lo in range(0, 1000, 100)]
+  sample = prepared.sample_pairs(stream, 50)
+  assert len(sample) == 50 == len(set(sample)) and prepared.sample_pairs(stream, 50) == sample
+  index = [int(s) for s, _ in sample]
+  assert index == sorted(index) and all(t == str(-int(s)) for s, t in sample)
+  assert 250 < np.mean(index) < 750 and max(index) > 900  # not the first 50
+  assert prepared.sample_pairs(stream, 5000) == [p for c in stream for p in c]
+  counts = np.zeros(1000)
+  for seed in range(200):
+    counts[[int(s) for s, _ in prepared.sample_pairs(stream, 100, seed)]] += 1
+  assert abs(counts[:500].sum() - counts[500:].sum()) < 0.1 * counts.sum()  # uniform
+
+
+def test_chunked_sentencepiece_preparation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+  """A streamed preparation (a chunk of 5 pairs at a time, SentencePiece trained on a
+  sample of 30 pairs) gives the arrays that encoding the whole split at once gives."""
+  config = _config(tmp_path, tokenizer='sentencepiece', vocab_size=60, tokenizer_sentences=30)
+  config.data.vocab_includes_validation = False
+  monkeypatch.setattr(sources, 'CHUNK', 5)
+  trained, train = [], tokenizers.train
+
+  def counted(kind: str, pairs: list, **kwargs: object):  # noqa: ANN202
+    trained.append(len(pairs))
+    return train(kind, pairs, **kwargs)
+
+  monkeypatch.setattr(tokenizers, 'train', counted)
+  data = input_pipeline.prepare(config.data, None)
+  assert trained == [30]
+  direct = input_pipeline.encode_pairs(
+    input_pipeline.load_pairs(config.data, config.data.train_split),
+    data.src_tok,
+    data.tgt_tok,
+    num_steps=config.data.num_steps,
+    max_len=data.max_len,
+  )
+  np.testing.assert_array_equal(data.train.src, direct.src)
+  np.testing.assert_array_equal(data.train.tgt, direct.tgt)
+  np.testing.assert_array_equal(data.train.tgt_len, direct.tgt_len)

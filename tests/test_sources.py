@@ -59,6 +59,25 @@ def test_parallel_files_split_by_source_without_held_out_files(tmp_path: Path) -
   assert train == [p for p in PAIRS if tatoeba.split_of(p[0]) != 'test']
 
 
+def test_streams_in_chunks_of_any_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+  pairs = [*PAIRS[:10], ('nur Deutsch', ''), *PAIRS[10:50]]
+  prefix = _write_parallel(tmp_path / 'train', pairs)
+  config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
+  whole = sources.load_pairs(config.data, 'train')
+  monkeypatch.setattr(sources, 'CHUNK', 3)  # the files are read 3 lines at a time
+  chunks = list(sources.iter_pairs(config.data, 'train', chunk=7))
+  assert [len(c) for c in chunks[:-1]] == [7] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= 7
+  assert [p for c in chunks for p in c] == whole
+  assert sources.load_pairs(config.data, 'train[4:9]') == whole[4:9]
+  assert sources.load_pairs(config.data, 'train[-2:]') == whole[-2:]
+  config.data.max_pairs = 5
+  assert input_pipeline.load_pairs(config.data, 'train') == whole[:5]
+  tsv = tmp_path / 'pairs.tsv'
+  tsv.write_text(''.join(f'{s}\t{t}\n' for s, t in PAIRS[:20]), encoding='utf-8')
+  config = _config(tmp_path, tsv_file=str(tsv), src_lang='de', tgt_lang='en')
+  assert sources.load_pairs(config.data, 'full') == PAIRS[:20]
+
+
 def test_parallel_files_bad_input_is_one_line(tmp_path: Path) -> None:
   prefix = _write_parallel(tmp_path / 'train', PAIRS[:5])
   Path(f'{prefix}.en').write_text('one\ntwo\n', encoding='utf-8')

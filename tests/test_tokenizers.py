@@ -64,3 +64,22 @@ def test_sentencepiece_on_a_language_without_spaces() -> None:
     assert ids[-1] == text.EOS_ID and len(ids) > 2  # pieces, not one token per sentence
     assert zh.decode(ids) == sentence  # no spaces put in
   assert zh.encode_batch(sentences[:5]) == [zh.encode(s) for s in sentences[:5]]
+
+
+def test_auto_is_word_tokens_for_the_books_corpus_only() -> None:
+  from configs import d2l, default
+
+  data = default.get_config().data
+  assert data.tokenizer == 'auto' and d2l.get_config().data.tokenizer == 'word'
+  assert tokenizers.resolve_kind(data) == 'word'  # the Tatoeba file, English to French
+  data.src_lang, data.tgt_lang = 'fra', 'en'
+  assert tokenizers.resolve_kind(data) == 'word'  # either direction
+  data.src_lang = 'de'
+  assert tokenizers.resolve_kind(data) == 'sentencepiece'  # another Tatoeba pair
+  data.src_lang, data.train_prefix = 'fr', 'corpus/train'
+  assert tokenizers.resolve_kind(data) == 'sentencepiece'  # any other source
+  data.tokenizer = 'word'
+  assert tokenizers.resolve_kind(data) == 'word'
+  data.tokenizer = 'bpe'
+  with pytest.raises(ValueError, match="data.tokenizer must be 'auto' or one of"):
+    tokenizers.resolve_kind(data)

@@ -116,6 +116,7 @@ def _common(data_dir: Path) -> list[str]:
     '--config.data.tgt_lang=tgt',
     '--config.train.log_every_steps=1',
     '--config.eval.bleu_sentences=16',
+    '--config.data.val_split=validation[:2000]',  # the end-of-run loss over 2,000 pairs
     '--config.eval.num_samples=0',
   ]
 

@@ -341,12 +341,22 @@ def languages(data_cfg) -> tuple[str, str]:  # noqa: ANN001
 def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
   """(source, target) pairs of a split of the config's data source (`sources.py`; slices
   like 'full[:512]' allowed), the first `data.max_pairs` when that is set."""
+  return [pair for chunk in iter_pairs(data_cfg, split) for pair in chunk]
+
+
+def iter_pairs(data_cfg, split: str) -> Iterator[list[tuple[str, str]]]:  # noqa: ANN001
+  """`load_pairs` in chunks (`sources.iter_pairs`: text files are streamed)."""
   from seq2seq_jax.data import sources  # TFDS is imported there only
 
-  pairs = sources.load_pairs(data_cfg, split)
-  if data_cfg.max_pairs:
-    pairs = pairs[: data_cfg.max_pairs]
-  return pairs
+  left = data_cfg.max_pairs or None
+  for chunk in sources.iter_pairs(data_cfg, split):
+    if left is not None:
+      chunk = chunk[:left]
+      left -= len(chunk)
+    if chunk:
+      yield chunk
+    if left == 0:
+      return
 
 
 def prepare(data_cfg, workdir: str | None) -> Data:  # noqa: ANN001

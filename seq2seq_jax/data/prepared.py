@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from absl import logging
 from seq2seq_jax.data import input_pipeline, sources, tokenizers
 
 ROOT = 'seq2seq_jax'
-VERSION = 1  # bump when the layout or the encoding changes
+VERSION = 2  # bump when the layout or the encoding changes
 _ARRAYS = ('src', 'src_len', 'tgt', 'tgt_len')
 
 
@@ -162,16 +162,64 @@ def load_split(directory: Path, name: str) -> dict[str, Any]:
   return out
 
 
-def _train_tokenizers(data_cfg, train_pairs, val_pairs):  # noqa: ANN001, ANN202
-  pairs = list(train_pairs) + (list(val_pairs) if data_cfg.vocab_includes_validation else [])
+def sample_pairs(
+  chunks: Iterable[list[tuple[str, str]]], k: int, seed: int = 0
+) -> list[tuple[str, str]]:
+  """A uniform random sample of `k` pairs of a stream (all of them when it holds fewer),
+  in stream order, holding at most `k` at a time (reservoir sampling, seeded: the same
+  on every host and every run)."""
+  rng = np.random.default_rng(seed)
+  kept: list[tuple[int, tuple[str, str]]] = []
+  seen = 0
+  for chunk in chunks:
+    fill = min(len(chunk), max(k - seen, 0))
+    kept += [(seen + i, chunk[i]) for i in range(fill)]
+    if fill < len(chunk):  # pair i (0-based, i >= k) replaces slot j when j < k
+      index = np.arange(seen + fill, seen + len(chunk))
+      slot = rng.integers(0, index + 1)
+      for i in np.flatnonzero(slot < k):
+        kept[slot[i]] = (int(index[i]), chunk[fill + i])
+    seen += len(chunk)
+  return [pair for _, pair in sorted(kept, key=lambda item: item[0])]
+
+
+def _train_tokenizers(data_cfg, train_chunks, val_pairs):  # noqa: ANN001, ANN202
+  """SentencePiece on a sample of `data.tokenizer_sentences` training pairs (streamed);
+  word tokens on all of them."""
+  sample = data_cfg.get('tokenizer_sentences', 0)
+  if data_cfg.tokenizer == 'sentencepiece' and sample > 0:
+    pairs = sample_pairs(train_chunks(), sample)
+  else:
+    pairs = [pair for chunk in train_chunks() for pair in chunk]
+  if not pairs:
+    raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
+  if data_cfg.vocab_includes_validation:
+    pairs += val_pairs()
   return tokenizers.train(
     data_cfg.tokenizer,
     pairs,
     min_freq=data_cfg.min_freq,
     num_steps=data_cfg.num_steps or None,
     vocab_size=data_cfg.get('vocab_size', 8000),
-    max_sentences=data_cfg.get('tokenizer_sentences', 0),
   )
+
+
+def encode_stream(
+  chunks: Iterable[list[tuple[str, str]]], src_tok: Any, tgt_tok: Any, dtype: np.dtype
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+  """Ragged ids (flat ids, lengths) of both sides of a stream of pairs, a chunk at a time
+  (one batched tokenizer call a side per chunk)."""
+  src, tgt = [], []
+  for chunk in chunks:
+    src.append(input_pipeline.encode_ragged(src_tok, [s for s, _ in chunk], dtype))
+    tgt.append(input_pipeline.encode_ragged(tgt_tok, [t for _, t in chunk], dtype))
+  if not src:
+    return (np.zeros(0, dtype), np.zeros(0, np.int64)), (np.zeros(0, dtype), np.zeros(0, np.int64))
+
+  def joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([f for f, _ in parts]), np.concatenate([n for _, n in parts])
+
+  return joined(src), joined(tgt)
 
 
 def _save_tokenizers(src_tok, tgt_tok, directory, kind: str) -> None:  # noqa: ANN001
@@ -184,17 +232,22 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
   """The tokenizers and the encoded training and validation splits, from the prepared
   files (this module) when this source and these settings were prepared before, else
   prepared now (and saved there). Tokenizers saved in `workdir` (a resumed run) win."""
+  if data_cfg.tokenizer == 'auto':
+    data_cfg = data_cfg.copy_and_resolve_references()
+    data_cfg.tokenizer = tokenizers.resolve_kind(data_cfg)
   kind = data_cfg.tokenizer
   tokenizers.check_kind(kind)
   store = Store(data_cfg, sources.fingerprint(data_cfg))
-  loaded: dict[str, list[tuple[str, str]]] = {}
+  val_loaded: list[list[tuple[str, str]]] = []
 
-  def pairs(split: str) -> list[tuple[str, str]]:
-    if split not in loaded:
-      loaded[split] = input_pipeline.load_pairs(data_cfg, split)
-      if split == data_cfg.train_split and not loaded[split]:
-        raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
-    return loaded[split]
+  def train_chunks() -> Iterator[list[tuple[str, str]]]:
+    """The training pairs, streamed anew on each call (never all held as text)."""
+    return input_pipeline.iter_pairs(data_cfg, data_cfg.train_split)
+
+  def val_pairs() -> list[tuple[str, str]]:
+    if not val_loaded:
+      val_loaded.append(input_pipeline.load_pairs(data_cfg, data_cfg.val_split))
+    return list(val_loaded[0])
 
   if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
     tok_dir = Path(workdir)
@@ -203,9 +256,7 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
     if not complete(tok_dir):
 
       def write_tokenizers(tmp: Path) -> dict:
-        src, tgt = _train_tokenizers(
-          data_cfg, pairs(data_cfg.train_split), pairs(data_cfg.val_split)
-        )
+        src, tgt = _train_tokenizers(data_cfg, train_chunks, val_pairs)
         _save_tokenizers(src, tgt, tmp, kind)
         return {'settings': tokenizer_settings(data_cfg), 'source': store.fingerprint}
 
@@ -222,10 +273,10 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
   else:
 
     def write_splits(tmp: Path) -> dict:
-      train_pairs = pairs(data_cfg.train_split)
       dtype = input_pipeline.id_dtype(src_tok.vocab_size, tgt_tok.vocab_size)
-      src = input_pipeline.encode_ragged(src_tok, [s for s, _ in train_pairs], dtype)
-      tgt = input_pipeline.encode_ragged(tgt_tok, [t for _, t in train_pairs], dtype)
+      src, tgt = encode_stream(train_chunks(), src_tok, tgt_tok, dtype)
+      if not len(src[1]):
+        raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
       if data_cfg.num_steps > 0:
         max_len = data_cfg.num_steps
       elif data_cfg.max_len > 0:
@@ -237,7 +288,7 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
       enc = dict(num_steps=data_cfg.num_steps, max_len=max_len)
       save_split(tmp, 'train', input_pipeline.select_pairs(src, tgt, None, **enc), with_text=False)
       del src, tgt
-      val = input_pipeline.encode_pairs(pairs(data_cfg.val_split), src_tok, tgt_tok, **enc)
+      val = input_pipeline.encode_pairs(val_pairs(), src_tok, tgt_tok, **enc)
       save_split(tmp, 'val', val, with_text=True)
       return {
         'max_len': max_len,
@@ -247,7 +298,7 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
 
     write_atomically(enc_dir, write_splits)
     logging.info('data: prepared the splits in %s', enc_dir)
-  loaded.clear()  # no corpus text is kept beyond this point
+  val_loaded.clear()  # no corpus text is kept beyond this point
   meta = json.loads((enc_dir / 'meta.json').read_text())
   train = input_pipeline.EncodedPairs(**load_split(enc_dir, 'train'))
   val = input_pipeline.EncodedPairs(**load_split(enc_dir, 'val'))

@@ -13,12 +13,18 @@ For text and TSV files, `full` is every pair of the training files in order; wit
 validation/test files, `train`/`validation`/`test` are the deterministic partition by
 source sentence (`tatoeba.split_of`: 96/2/2). Bad input is a one-line error naming the
 file (and line), or a counted skip (a line empty on one side).
+
+`iter_pairs` gives a split in chunks: text and TSV files are read line by line (a chunk
+at a time), TFDS datasets by random access a chunk at a time, so the preparation of a
+corpus of any size (`prepared.py`) holds one chunk of its text, never the whole of it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +51,18 @@ def kind(data_cfg) -> str:  # noqa: ANN001
   return given[0] if given else 'manual_dir'
 
 
+CHUNK = 65536  # pairs per chunk of a stream
+
+
 def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
   """(source, target) pairs of a split of the config's source, in file order."""
+  return [pair for chunk in iter_pairs(data_cfg, split) for pair in chunk]
+
+
+def iter_pairs(data_cfg, split: str, chunk: int = 0) -> Iterator[list[tuple[str, str]]]:  # noqa: ANN001
+  """The pairs of `load_pairs` in chunks of at most `chunk`. Text and TSV files are read
+  line by line, so a pass over a corpus of any size holds one chunk of its text."""
+  chunk = chunk or CHUNK
   src_lang = data_cfg.get('src_lang', 'en')
   tgt_lang = data_cfg.get('tgt_lang', 'fr')
   data_dir = os.path.expanduser(data_cfg.data_dir)
@@ -55,37 +71,56 @@ def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
     from seq2seq_jax.data import tatoeba  # TFDS is imported here only
 
     manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
-    return tatoeba.load_pairs(
+    pairs = tatoeba.load_pairs(
       split, data_dir=data_dir, manual_dir=manual_dir, src_lang=src_lang, tgt_lang=tgt_lang
     )
+    yield from _chunked(iter(pairs), chunk)
+    return
   if source == 'tfds_name':
-    return load_tfds(data_cfg.tfds_name, split, data_dir, src_lang, tgt_lang)
+    yield from iter_tfds(data_cfg.tfds_name, split, data_dir, src_lang, tgt_lang, chunk)
+    return
   if language_key(src_lang) == language_key(tgt_lang):
     raise SourceError(f'data.src_lang and data.tgt_lang are both {src_lang!r}')
   name, window = parse_split(split)
   if source == 'tsv_file':
     files = {'train': data_cfg.tsv_file}
-    read = lambda path: read_tsv(path, tuple(data_cfg.get('tsv_columns', (0, 1))))  # noqa: E731
+    columns = tuple(data_cfg.get('tsv_columns', (0, 1)))
+    read = lambda path: stream_tsv(path, columns)  # noqa: E731
   else:
     files = {
       'train': data_cfg.train_prefix,
       'validation': data_cfg.get('validation_prefix', ''),
       'test': data_cfg.get('test_prefix', ''),
     }
-    read = lambda prefix: read_parallel(prefix, src_lang, tgt_lang)  # noqa: E731
+    read = lambda prefix: stream_parallel(prefix, src_lang, tgt_lang)  # noqa: E731
   if name not in ('full', 'train', 'validation', 'test'):
     raise SourceError(f'unknown split {split!r}; expected full, train, validation or test')
   if name in ('validation', 'test') and files.get(name):
-    return read(files[name])[window]
-  from seq2seq_jax.data import tatoeba
+    pairs = read(files[name])
+  else:
+    from seq2seq_jax.data import tatoeba
 
-  pairs = read(files['train'])
-  carved = {s for s in ('validation', 'test') if not files.get(s)}  # held out of train
-  if name == 'train':
-    pairs = [p for p in pairs if tatoeba.split_of(p[0]) not in carved]
-  elif name != 'full':
-    pairs = [p for p in pairs if tatoeba.split_of(p[0]) == name]
-  return pairs[window]
+    pairs = read(files['train'])
+    carved = {s for s in ('validation', 'test') if not files.get(s)}  # held out of train
+    if name == 'train' and carved:
+      pairs = (p for p in pairs if tatoeba.split_of(p[0]) not in carved)
+    elif name in ('validation', 'test'):
+      pairs = (p for p in pairs if tatoeba.split_of(p[0]) == name)
+  yield from _chunked(_window(pairs, window), chunk)
+
+
+def _window(pairs: Iterator[tuple[str, str]], window: slice) -> Iterator[tuple[str, str]]:
+  """`pairs[window]`, streamed where the bounds allow (non-negative)."""
+  if window == slice(None):
+    return pairs
+  if (window.start or 0) < 0 or (window.stop or 0) < 0:
+    return iter(list(pairs)[window])
+  return itertools.islice(pairs, window.start, window.stop)
+
+
+def _chunked(pairs: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+  while block := list(itertools.islice(pairs, size)):
+    yield block
 
 
 def fingerprint(data_cfg) -> str:  # noqa: ANN001
@@ -141,17 +176,35 @@ def language_key(code: str) -> str:
   return tatoeba.language(code)
 
 
-def _decode_lines(path: Path) -> list[str]:
-  data = path.read_bytes()
-  try:
-    text = data.decode('utf-8')
-  except UnicodeDecodeError as e:
-    line = data[: e.start].count(b'\n') + 1
-    raise SourceError(f'{path}: line {line} is not valid UTF-8 ({e.reason})') from None
-  lines = text.removeprefix('\ufeff').split('\n')
-  if lines and lines[-1] == '':
-    lines.pop()  # the newline that ends the last line starts no other
-  return [line.removesuffix('\r') for line in lines]
+def _line_blocks(path: Path, size: int = 0) -> Iterator[list[str]]:
+  """A UTF-8 file's lines (without line ends) in blocks of `size`; a line that is not
+  UTF-8 is a one-line error naming the file and the line."""
+  number, size = 0, size or CHUNK
+  with open(path, 'rb') as f:
+    while raw := list(itertools.islice(f, size)):
+      try:
+        lines = [line.decode('utf-8') for line in raw]
+      except UnicodeDecodeError:
+        for i, line in enumerate(raw):
+          try:
+            line.decode('utf-8')
+          except UnicodeDecodeError as e:
+            bad = f'line {number + i + 1} is not valid UTF-8 ({e.reason})'
+            raise SourceError(f'{path}: {bad}') from None
+      if number == 0:
+        lines[0] = lines[0].removeprefix('\ufeff')
+      number += len(lines)
+      yield [line.removesuffix('\n').removesuffix('\r') for line in lines]
+
+
+def count_lines(path: Path) -> int:
+  """Lines of a file, as `_line_blocks` reads them (a last line without a newline counts)."""
+  count, last = 0, b'\n'
+  with open(path, 'rb') as f:
+    while block := f.read(1 << 24):
+      count += block.count(b'\n')
+      last = block[-1:]
+  return count + (last != b'\n')
 
 
 def _existing(path: str | Path, what: str) -> Path:
@@ -161,55 +214,94 @@ def _existing(path: str | Path, what: str) -> Path:
   return path
 
 
-def _keep(pairs: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
-  """Drops pairs with an empty side (counted and logged)."""
-  kept = [(s.strip(), t.strip()) for s, t in pairs if s.strip() and t.strip()]
-  one_sided = sum(1 for s, t in pairs if bool(s.strip()) != bool(t.strip()))
-  if one_sided:
-    logging.warning('%s: skipped %d lines empty on one side only', name, one_sided)
+_WARNED: set[str] = set()  # skip counts already logged (a corpus is read more than once)
+
+
+def _keep(pairs: Iterator[tuple[str, str]], name: str) -> Iterator[tuple[str, str]]:
+  """The pairs stripped, those with an empty side dropped (counted and logged once)."""
+  kept = one_sided = 0
+  for s, t in pairs:
+    s, t = s.strip(), t.strip()
+    if s and t:
+      kept += 1
+      yield s, t
+    elif s or t:
+      one_sided += 1
   if not kept:
     raise SourceError(f'{name} holds no pairs')
-  return kept
+  if one_sided and name not in _WARNED:
+    _WARNED.add(name)
+    logging.warning('%s: skipped %d lines empty on one side only', name, one_sided)
+
+
+def stream_parallel(prefix: str, src_lang: str, tgt_lang: str) -> Iterator[tuple[str, str]]:
+  """Pairs from `PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` (same line counts, checked
+  before the first pair), read line by line."""
+  src_path = _existing(f'{prefix}.{src_lang}', 'the source file')
+  tgt_path = _existing(f'{prefix}.{tgt_lang}', 'the target file')
+  src_count, tgt_count = count_lines(src_path), count_lines(tgt_path)
+  if src_count != tgt_count:
+    raise SourceError(
+      f'{src_path} has {src_count:,} lines but {tgt_path} has {tgt_count:,}: parallel files '
+      'hold one sentence a line, line for line'
+    )
+
+  def pairs() -> Iterator[tuple[str, str]]:
+    for src, tgt in zip(_line_blocks(src_path), _line_blocks(tgt_path), strict=True):
+      yield from zip(src, tgt, strict=True)
+
+  return _keep(pairs(), f'{prefix}.{{{src_lang},{tgt_lang}}}')
 
 
 def read_parallel(prefix: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]:
-  """Pairs from `PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` (same line counts)."""
-  src_path = _existing(f'{prefix}.{src_lang}', 'the source file')
-  tgt_path = _existing(f'{prefix}.{tgt_lang}', 'the target file')
-  src, tgt = _decode_lines(src_path), _decode_lines(tgt_path)
-  if len(src) != len(tgt):
-    raise SourceError(
-      f'{src_path} has {len(src):,} lines but {tgt_path} has {len(tgt):,}: parallel files '
-      'hold one sentence a line, line for line'
-    )
-  return _keep(list(zip(src, tgt, strict=True)), f'{prefix}.{{{src_lang},{tgt_lang}}}')
+  """`stream_parallel` as a list."""
+  return list(stream_parallel(prefix, src_lang, tgt_lang))
 
 
-def read_tsv(path: str, columns: tuple[int, ...]) -> list[tuple[str, str]]:
-  """(source, target) pairs from two columns of a tab-separated file."""
+def stream_tsv(path: str, columns: tuple[int, ...]) -> Iterator[tuple[str, str]]:
+  """(source, target) pairs from two columns of a tab-separated file, read line by line."""
   if len(columns) != 2 or any(not isinstance(c, int) or c < 0 for c in columns):
     raise SourceError(f'data.tsv_columns must be two column indices >= 0, got {columns}')
   if columns[0] == columns[1]:
     raise SourceError(f'data.tsv_columns names column {columns[0]} for both sides')
   file = _existing(path, 'data.tsv_file')
-  pairs, wanted = [], max(columns) + 1
-  for number, line in enumerate(_decode_lines(file), start=1):
-    if not line.strip():
-      continue  # a blank line: nothing on either side
-    fields = line.split('\t')
-    if len(fields) < wanted:
-      raise SourceError(
-        f'{file}: line {number} has {len(fields)} columns, so column {max(columns)} of '
-        f'data.tsv_columns={tuple(columns)} does not exist'
-      )
-    pairs.append((fields[columns[0]], fields[columns[1]]))
-  return _keep(pairs, str(file))
+  wanted = max(columns) + 1
+
+  def pairs() -> Iterator[tuple[str, str]]:
+    number = 0
+    for block in _line_blocks(file):
+      for line in block:
+        number += 1
+        if not line.strip():
+          continue  # a blank line: nothing on either side
+        fields = line.split('\t')
+        if len(fields) < wanted:
+          raise SourceError(
+            f'{file}: line {number} has {len(fields)} columns, so column {max(columns)} of '
+            f'data.tsv_columns={tuple(columns)} does not exist'
+          )
+        yield fields[columns[0]], fields[columns[1]]
+
+  return _keep(pairs(), str(file))
+
+
+def read_tsv(path: str, columns: tuple[int, ...]) -> list[tuple[str, str]]:
+  """`stream_tsv` as a list."""
+  return list(stream_tsv(path, columns))
 
 
 def load_tfds(
   name: str, split: str, data_dir: str, src_lang: str, tgt_lang: str
 ) -> list[tuple[str, str]]:
   """Pairs of a prepared TFDS translation dataset (features named by language)."""
+  return [p for block in iter_tfds(name, split, data_dir, src_lang, tgt_lang) for p in block]
+
+
+def iter_tfds(
+  name: str, split: str, data_dir: str, src_lang: str, tgt_lang: str, chunk: int = 0
+) -> Iterator[list[tuple[str, str]]]:
+  """`load_tfds` in chunks, read by random access (`__getitems__`) a chunk at a time."""
+  chunk = chunk or CHUNK
   import tensorflow_datasets as tfds
 
   try:
@@ -245,5 +337,6 @@ def load_tfds(
   def text(value: Any) -> str:
     return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
-  items = source.__getitems__(range(len(source))) if len(source) else []
-  return [(text(ex[src_lang]), text(ex[tgt_lang])) for ex in items]
+  for start in range(0, len(source), chunk):
+    items = source.__getitems__(range(start, min(start + chunk, len(source))))
+    yield [(text(ex[src_lang]), text(ex[tgt_lang])) for ex in items]

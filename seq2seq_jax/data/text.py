@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,15 +19,14 @@ RESERVED = (PAD, BOS, EOS, UNK)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
+_PUNCT_AFTER_NON_SPACE = re.compile(r'(?<=[^ ])([,.!?])')
+
+
 def preprocess(text: str) -> str:
-  """Normalises spaces, lowercases and separates punctuation (the book's rules)."""
+  """Normalises spaces, lowercases and separates punctuation (the book's rules: a space
+  before each `,.!?` that follows anything but a space)."""
   text = text.replace('\u202f', ' ').replace('\xa0', ' ').lower()
-  out = []
-  for i, char in enumerate(text):
-    if i > 0 and char in ',.!?' and text[i - 1] != ' ':
-      out.append(' ')
-    out.append(char)
-  return ''.join(out)
+  return _PUNCT_AFTER_NON_SPACE.sub(r' \1', text)
 
 
 def tokenize(text: str) -> list[str]:

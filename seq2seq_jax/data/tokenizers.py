@@ -124,6 +124,25 @@ def check_kind(kind: str) -> None:
     raise ValueError(f'data.tokenizer must be one of {KINDS}, got {kind!r}')
 
 
+def resolve_kind(data_cfg) -> str:  # noqa: ANN001
+  """`data.tokenizer`, with 'auto' made concrete: the book's word tokens for the book's
+  corpus (a Tatoeba file of English and French, either direction), SentencePiece (cased,
+  detokenised output) for every other corpus (README, "Choosing the defaults")."""
+  kind = data_cfg.tokenizer
+  if kind != 'auto':
+    if kind not in KINDS:
+      raise ValueError(f"data.tokenizer must be 'auto' or one of {KINDS}, got {kind!r}")
+    return kind
+  from seq2seq_jax.data import sources, tatoeba
+
+  langs = {
+    tatoeba.language(data_cfg.get('src_lang', 'en')),
+    tatoeba.language(data_cfg.get('tgt_lang', 'fr')),
+  }
+  book = sources.kind(data_cfg) == 'manual_dir' and langs == {'en', 'fr'}
+  return 'word' if book else 'sentencepiece'
+
+
 def paths(workdir: str | Path, kind: str) -> tuple[Path, Path]:
   check_kind(kind)
   src, tgt = FILES[kind]

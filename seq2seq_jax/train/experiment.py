@@ -16,7 +16,7 @@ import ml_collections
 import optax
 
 from seq2seq_jax import models
-from seq2seq_jax.data import input_pipeline
+from seq2seq_jax.data import input_pipeline, tokenizers
 from seq2seq_jax.decoding import greedy_search
 from seq2seq_jax.train import checkpointing, distributed, population, steps
 
@@ -99,6 +99,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Experimen
   builds the batchers and the model."""
   workdir_path = Path(workdir).absolute()
   workdir_path.mkdir(parents=True, exist_ok=True)
+  config.data.tokenizer = tokenizers.resolve_kind(config.data)  # 'auto' made concrete
   member_shards = int(config.population.get('member_shards', 1))
   if member_shards > 1 and population.size(config) % member_shards:
     raise distributed.DistributedError(
