@@ -10,9 +10,12 @@ word-by-word mapping in reverse order) is trained on with SentencePiece
 training step: first with an empty data_dir (the tokenizers, encoding and the first
 step), then again (the prepared files reused). Reported per run: seconds from launch to
 the first training step (from train.py's log), the child's peak resident memory, and the
-wall time. `--step_rate` also compares the training step rate on the largest prepared
+wall time. `--step_rate` also compares the training step rate (60 steps; the median of the
+10-step windows after the first, which compiles) on the largest prepared
 corpus against the book's file (`--data`) at the same shapes (one bucket of the same
-length, the same vocabulary sizes). Prints one JSON object per run, then a Markdown table.
+length, the same vocabulary sizes), and the median time to make a batch from either's
+prepared files (`batch_ms`: the data side of a step). Prints one JSON object per run,
+then a Markdown table.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('words', 50_000, 'Zipf vocabulary of the synthetic corpus.')
   flags.DEFINE_bool('step_rate', False, 'Also compare step rates with the book file.')
   flags.DEFINE_string('data', '../shared/data/fra-eng', 'The book file (for --step_rate).')
+  flags.DEFINE_bool(
+    'skip_starts', False, 'Only --step_rate, on corpora prepared by an earlier run in --out.'
+  )
 
 
 def make_corpus(prefix: Path, pairs: int, words: int, seed: int = 0) -> None:
@@ -107,6 +113,24 @@ def run_train(workdir: Path, overrides: list[str]) -> dict[str, Any]:
   return result
 
 
+def batch_ms(workdir: Path, batches: int = 300) -> float:
+  """Median milliseconds to make one training batch (ids read from the prepared,
+  memory-mapped files) in the workdir's config: the data side of a step."""
+  from seq2seq_jax import inference
+  from seq2seq_jax.data import input_pipeline
+  from seq2seq_jax.train import experiment
+
+  config = inference.load_config(workdir)
+  data = input_pipeline.prepare(config.data, None)
+  batches_iter = iter(experiment.make_batchers(config, data, (0, 1))[0])
+  times = []
+  for _ in range(batches):
+    t0 = time.perf_counter()
+    next(batches_iter)
+    times.append(time.perf_counter() - t0)
+  return round(1000 * float(np.median(times)), 3)
+
+
 def _common(data_dir: Path) -> list[str]:
   return [
     f'--config.data.data_dir={data_dir}',
@@ -125,7 +149,7 @@ def main(argv: list[str]) -> None:
   del argv
   out = Path(FLAGS.out).absolute()
   rows = []
-  for size in map(int, FLAGS.sizes):
+  for size in [] if FLAGS.skip_starts else map(int, FLAGS.sizes):
     prefix = out / 'corpus' / str(size)
     make_corpus(prefix, size, FLAGS.words)
     data_dir = out / f'data_{size}'
@@ -141,7 +165,7 @@ def main(argv: list[str]) -> None:
   if FLAGS.step_rate:
     size = max(map(int, FLAGS.sizes))
     shapes = ['--config.data.max_len=40', '--config.data.buckets=(40,)']
-    shapes += ['--config.train.num_train_steps=60', '--config.train.log_every_steps=30']
+    shapes += ['--config.train.num_train_steps=60', '--config.train.log_every_steps=10']
     for name, source in (
       ('synthetic', [f'--config.data.train_prefix={out / "corpus" / str(size)}']),
       ('book', [f'--config.data.manual_dir={Path(FLAGS.data).absolute()}',
@@ -152,7 +176,10 @@ def main(argv: list[str]) -> None:
       result = run_train(workdir, _common(out / f'data_{size}') + source + shapes)
       lines = (workdir / 'metrics.jsonl').read_text().splitlines() if workdir.exists() else []
       rates = [json.loads(x)['steps_per_s'] for x in lines if '"steps_per_s"' in x]
-      row = {'rate': name, 'steps_per_s_after_compile': rates[-1] if rates else None, **result}
+      after_compile = round(float(np.median(rates[1:])), 4) if len(rates) > 1 else None
+      row = {'rate': name, 'steps_per_s_after_compile': after_compile, **result}
+      if not result['returncode']:
+        row['batch_ms'] = batch_ms(workdir)
       rows.append(row)
       print(json.dumps(row), flush=True)
   print('| pairs | start | launch to first step (s) | peak RSS (GB) | wall (s) |')

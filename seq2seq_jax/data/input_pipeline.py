@@ -71,10 +71,16 @@ def encode_ragged(
 
 
 def pack_ragged(
-  flat: np.ndarray, lengths: np.ndarray, rows: np.ndarray, width: int
+  flat: np.ndarray,
+  lengths: np.ndarray,
+  rows: np.ndarray,
+  width: int,
+  starts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Rows `rows` of a ragged array, each trimmed to `width` and 0-padded: `[len(rows), width]`."""
-  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+  """Rows `rows` of a ragged array, each trimmed to `width` and 0-padded: `[len(rows), width]`
+  (`starts`: each row's offset in `flat`, computed when not given)."""
+  if starts is None:
+    starts = ragged_starts(lengths)
   kept = np.minimum(lengths[rows], width)
   out = np.zeros((len(rows), width), flat.dtype)
   cols = np.arange(width)
@@ -83,6 +89,11 @@ def pack_ragged(
     mask = cols[None, :] < kept[lo:hi, None]
     out[lo:hi][mask] = flat[(starts[rows[lo:hi]][:, None] + cols[None, :])[mask]]
   return out, kept.astype(np.int32)
+
+
+def ragged_starts(lengths: np.ndarray) -> np.ndarray:
+  """Each row's offset in the flat ids of a ragged array."""
+  return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
 
 def _pack(seqs: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,26 +133,34 @@ def select_pairs(
 ) -> EncodedPairs:
   """`EncodedPairs` from ragged ids: trimmed to `num_steps` (the book), or the pairs of at
   most `max_len` tokens a side, the dropped ones counted in the log."""
-  n = len(src[1])
-  if num_steps > 0:
-    width, keep = num_steps, np.arange(n)
-  else:
-    width = max_len
-    keep = np.flatnonzero(np.maximum(src[1], tgt[1]) <= max_len)
-    dropped = n - len(keep)
-    if dropped:
-      logging.info(
-        'dropped %d of %d pairs longer than max_len=%d tokens (%.2f%%)',
-        dropped,
-        n,
-        max_len,
-        100.0 * dropped / max(n, 1),
-      )
+  keep, width = selection(src[1], tgt[1], num_steps=num_steps, max_len=max_len)
   src_ids, src_len = pack_ragged(*src, keep, width)
   tgt_ids, tgt_len = pack_ragged(*tgt, keep, width)
   sources = [pairs[i][0] for i in keep] if pairs is not None else []
   targets = [pairs[i][1] for i in keep] if pairs is not None else []
   return EncodedPairs(src_ids, src_len, tgt_ids, tgt_len, sources, targets)
+
+
+def selection(
+  src_len: np.ndarray, tgt_len: np.ndarray, *, num_steps: int = 0, max_len: int = 0
+) -> tuple[np.ndarray, int]:
+  """Which pairs `select_pairs` keeps, and the width they are padded to: all of them
+  trimmed to `num_steps` (the book), or those of at most `max_len` tokens a side (the
+  dropped ones counted in the log)."""
+  n = len(src_len)
+  if num_steps > 0:
+    return np.arange(n), num_steps
+  keep = np.flatnonzero(np.maximum(src_len, tgt_len) <= max_len)
+  dropped = n - len(keep)
+  if dropped:
+    logging.info(
+      'dropped %d of %d pairs longer than max_len=%d tokens (%.2f%%)',
+      dropped,
+      n,
+      max_len,
+      100.0 * dropped / max(n, 1),
+    )
+  return keep, max_len
 
 
 def length_quantile(

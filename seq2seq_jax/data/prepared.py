@@ -18,10 +18,13 @@ time only costs a new preparation.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +156,44 @@ def save_split(directory: Path, name: str, enc: Any, with_text: bool) -> None:
     (directory / f'{name}_text.json').write_text(json.dumps(text, ensure_ascii=False))
 
 
+def save_ragged_split(
+  directory: Path,
+  name: str,
+  src: tuple[np.ndarray, np.ndarray],
+  tgt: tuple[np.ndarray, np.ndarray],
+  *,
+  num_steps: int,
+  max_len: int,
+) -> int:
+  """The arrays `save_split` writes for `select_pairs(src, tgt, ...)`, padded and written a
+  chunk of rows at a time, so the padded arrays are never all in memory. The row count."""
+  keep, width = input_pipeline.selection(src[1], tgt[1], num_steps=num_steps, max_len=max_len)
+  for side, (flat, lengths) in (('src', src), ('tgt', tgt)):
+    starts = input_pipeline.ragged_starts(lengths)
+    with open(directory / f'{name}_{side}.npy', 'wb') as f:
+      header = {
+        'descr': np.lib.format.dtype_to_descr(flat.dtype),
+        'fortran_order': False,
+        'shape': (len(keep), width),
+      }
+      np.lib.format.write_array_header_2_0(f, header)
+      for lo in range(0, len(keep), sources.CHUNK):
+        rows = keep[lo : lo + sources.CHUNK]
+        f.write(input_pipeline.pack_ragged(flat, lengths, rows, width, starts)[0].tobytes())
+    np.save(directory / f'{name}_{side}_len.npy', np.minimum(lengths[keep], width).astype(np.int32))
+  return len(keep)
+
+
+def release_memory() -> None:
+  """Gives the heap the preparation freed back to the system (glibc's `malloc_trim`), so
+  that training's peak does not carry it."""
+  gc.collect()
+  try:
+    ctypes.CDLL('libc.so.6').malloc_trim(0)
+  except (OSError, AttributeError):
+    pass  # not glibc: nothing to trim
+
+
 def load_split(directory: Path, name: str) -> dict[str, Any]:
   """The arrays of a split, memory-mapped, and its text where it was saved."""
   out: dict[str, Any] = {f: np.load(directory / f'{name}_{f}.npy', mmap_mode='r') for f in _ARRAYS}
@@ -260,7 +301,10 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
         _save_tokenizers(src, tgt, tmp, kind)
         return {'settings': tokenizer_settings(data_cfg), 'source': store.fingerprint}
 
+      t0 = time.perf_counter()
+      logging.info('data: training the %s tokenizers (once for this source)', kind)
       write_atomically(tok_dir, write_tokenizers)
+      logging.info('data: trained the tokenizers in %.1f s', time.perf_counter() - t0)
     if workdir:
       Path(workdir).mkdir(parents=True, exist_ok=True)
       for path in tokenizers.paths(tok_dir, kind):
@@ -286,7 +330,7 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
           np.maximum(src[1], tgt[1]), data_cfg.length_quantile
         )
       enc = dict(num_steps=data_cfg.num_steps, max_len=max_len)
-      save_split(tmp, 'train', input_pipeline.select_pairs(src, tgt, None, **enc), with_text=False)
+      save_ragged_split(tmp, 'train', src, tgt, **enc)
       del src, tgt
       val = input_pipeline.encode_pairs(val_pairs(), src_tok, tgt_tok, **enc)
       save_split(tmp, 'val', val, with_text=True)
@@ -296,9 +340,12 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
         'source': store.fingerprint,
       }
 
+    t0 = time.perf_counter()
+    logging.info('data: encoding the training and validation splits (once for these settings)')
     write_atomically(enc_dir, write_splits)
-    logging.info('data: prepared the splits in %s', enc_dir)
+    logging.info('data: prepared the splits in %s in %.1f s', enc_dir, time.perf_counter() - t0)
   val_loaded.clear()  # no corpus text is kept beyond this point
+  release_memory()
   meta = json.loads((enc_dir / 'meta.json').read_text())
   train = input_pipeline.EncodedPairs(**load_split(enc_dir, 'train'))
   val = input_pipeline.EncodedPairs(**load_split(enc_dir, 'val'))
