@@ -4,7 +4,8 @@
       --config.data.manual_dir=../shared/data/fra-eng --config.train.time_budget_s=1800
 
 The seed's GRU encoder (2 layers of 256) with the Bahdanau-attention decoder, the output
-layer tied to the target embeddings, word tokens, matmuls in bfloat16 (float32
+layer tied to the target embeddings, word tokens for the book's corpus and SentencePiece
+for any other (`data.tokenizer='auto'`), matmuls in bfloat16 (float32
 accumulation and parameters) where the hardware has bfloat16 dot products and float32
 elsewhere (`model.dtype='auto'`), Adam at 0.005 with 500 warmup steps and
 inverse-square-root decay, label smoothing 0.1: each choice measured against the

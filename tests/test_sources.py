@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -161,13 +162,16 @@ def test_train_translate_and_evaluate_from_parallel_files(tmp_path: Path) -> Non
   pairs = synthetic.make_pairs(80)
   prefix = _write_parallel(tmp_path / 'corpus' / 'train', [(f, e) for e, f in pairs], 'fr', 'en')
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='fr', tgt_lang='en')
-  workdir = tmp_path / 'run'
+  config.data.tokenizer, config.data.vocab_size = 'auto', 50  # any corpus but the book's:
+  workdir = tmp_path / 'run'  # SentencePiece
   result = loop.train_and_evaluate(config, str(workdir))
   assert result['step'] == 8 and np.isfinite(result['val_loss'])  # 64 pairs / 16 x 2 epochs
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert saved['data']['tokenizer'] == 'sentencepiece' and (workdir / 'spm_src.model').exists()
   translator = inference.load(str(workdir))
-  assert (
-    translator.src_tok.vocab.token_to_idx.get('chat')
-    and 'cat' in translator.tgt_tok.vocab.token_to_idx
+  assert translator.src_tok.kind == translator.tgt_tok.kind == 'sentencepiece'
+  assert translator.src_tok.decode(translator.src_tok.encode('Je vois le chat.')) == (
+    'Je vois le chat.'  # cased, detokenised
   )
   (hyp,) = translator.translate(['Je vois le chat.'])
   assert isinstance(hyp, str)
