@@ -114,10 +114,10 @@ def evaluate_lines(
   return scores, hyps
 
 
-def score_form(translator: inference.Translator, scored_on: str | None = None) -> scoring.Form:
+def score_form(translator: inference.Translator) -> scoring.Form:
   """The form the workdir's translations are scored on (`scoring.form_for`, or the
   book's with `--scored_on=book`)."""
-  if (scored_on or FLAGS.scored_on) == 'book':
+  if FLAGS.scored_on == 'book':
     return scoring.BOOK_FORM
   tgt_lang = input_pipeline.languages(translator.config.data)[1]
   return scoring.form_for(translator.tgt_tok.kind, tgt_lang)

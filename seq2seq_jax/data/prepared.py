@@ -19,6 +19,7 @@ time only costs a new preparation.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import hashlib
 import json
@@ -279,16 +280,14 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
   kind = data_cfg.tokenizer
   tokenizers.check_kind(kind)
   store = Store(data_cfg, sources.fingerprint(data_cfg))
-  val_loaded: list[list[tuple[str, str]]] = []
 
   def train_chunks() -> Iterator[list[tuple[str, str]]]:
     """The training pairs, streamed anew on each call (never all held as text)."""
     return input_pipeline.iter_pairs(data_cfg, data_cfg.train_split)
 
+  @functools.cache
   def val_pairs() -> list[tuple[str, str]]:
-    if not val_loaded:
-      val_loaded.append(input_pipeline.load_pairs(data_cfg, data_cfg.val_split))
-    return list(val_loaded[0])
+    return input_pipeline.load_pairs(data_cfg, data_cfg.val_split)
 
   if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
     tok_dir = Path(workdir)
@@ -344,7 +343,7 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
     logging.info('data: encoding the training and validation splits (once for these settings)')
     write_atomically(enc_dir, write_splits)
     logging.info('data: prepared the splits in %s in %.1f s', enc_dir, time.perf_counter() - t0)
-  val_loaded.clear()  # no corpus text is kept beyond this point
+  val_pairs.cache_clear()  # no corpus text is kept beyond this point
   release_memory()
   meta = json.loads((enc_dir / 'meta.json').read_text())
   train = input_pipeline.EncodedPairs(**load_split(enc_dir, 'train'))

@@ -253,11 +253,6 @@ def stream_parallel(prefix: str, src_lang: str, tgt_lang: str) -> Iterator[tuple
   return _keep(pairs(), f'{prefix}.{{{src_lang},{tgt_lang}}}')
 
 
-def read_parallel(prefix: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]:
-  """`stream_parallel` as a list."""
-  return list(stream_parallel(prefix, src_lang, tgt_lang))
-
-
 def stream_tsv(path: str, columns: tuple[int, ...]) -> Iterator[tuple[str, str]]:
   """(source, target) pairs from two columns of a tab-separated file, read line by line."""
   if len(columns) != 2 or any(not isinstance(c, int) or c < 0 for c in columns):
@@ -285,22 +280,11 @@ def stream_tsv(path: str, columns: tuple[int, ...]) -> Iterator[tuple[str, str]]
   return _keep(pairs(), str(file))
 
 
-def read_tsv(path: str, columns: tuple[int, ...]) -> list[tuple[str, str]]:
-  """`stream_tsv` as a list."""
-  return list(stream_tsv(path, columns))
-
-
-def load_tfds(
-  name: str, split: str, data_dir: str, src_lang: str, tgt_lang: str
-) -> list[tuple[str, str]]:
-  """Pairs of a prepared TFDS translation dataset (features named by language)."""
-  return [p for block in iter_tfds(name, split, data_dir, src_lang, tgt_lang) for p in block]
-
-
 def iter_tfds(
   name: str, split: str, data_dir: str, src_lang: str, tgt_lang: str, chunk: int = 0
 ) -> Iterator[list[tuple[str, str]]]:
-  """`load_tfds` in chunks, read by random access (`__getitems__`) a chunk at a time."""
+  """Pairs of a prepared TFDS translation dataset (features named by language), read by
+  random access (`__getitems__`) a chunk at a time."""
   chunk = chunk or CHUNK
   import tensorflow_datasets as tfds
 
