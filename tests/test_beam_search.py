@@ -1,5 +1,6 @@
-"""Beam search: beam size 1 is greedy decoding, a wide beam finds the brute-force best
-hypotheses, the scores it returns are the model's, and it works for both decoders."""
+"""Beam search: beam size 1 without length normalisation is greedy decoding, a wide beam
+finds the brute-force best hypotheses, the scores it returns are the model's, it stops only
+when no alive hypothesis can still win, and it works for both decoders."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from seq2seq_jax import models
 from seq2seq_jax.data import text
-from seq2seq_jax.decoding import beam_search, greedy_search
+from seq2seq_jax.decoding import beam_search, ensemble, greedy_search
 
 SRC_VOCAB = 9
 EOS_BIAS = {'plain': 1.25, 'attention': 0.5}  # random models whose sentences end at times
@@ -73,14 +74,76 @@ def _all_hypotheses(vocab: int, max_len: int) -> np.ndarray:
 
 @pytest.mark.parametrize('decoder', ['plain', 'attention'])
 def test_beam_size_one_is_greedy(decoder: str) -> None:
+  """Without length normalisation beam 1 is greedy decoding exactly; with it, beam 1 may go
+  on past greedy's `<eos>`, and only to a hypothesis that scores at least as high."""
   model, params = _model(decoder, tgt_vocab=7, eos_bias=EOS_BIAS[decoder])
   src, src_len = _sources(batch=24, time=6)
   greedy = greedy_search.make_greedy(model, max_len=8)(params, src, src_len)
-  seqs, scores = _beam(model, params, src, src_len, beam_size=1, max_len=8, alpha=0.75)
+  seqs, scores = _beam(model, params, src, src_len, beam_size=1, max_len=8, alpha=0.0)
   assert seqs.shape == (24, 1, 8) and scores.shape == (24, 1)
   np.testing.assert_array_equal(np.asarray(seqs[:, 0]), np.asarray(greedy))
   ended = np.any(np.asarray(greedy) == text.EOS_ID, axis=1)
   assert 0 < ended.sum() < len(ended), 'want sentences that end and some that run to max_len'
+  _, scores = _beam(model, params, src, src_len, beam_size=1, max_len=8, alpha=0.75)
+  greedy_scores = _rescore(model, 0.75)(params, src, src_len, greedy)
+  assert np.all(np.asarray(scores[:, 0]) >= np.asarray(greedy_scores) - 1e-5)
+
+
+@pytest.mark.parametrize('decoder', ['plain', 'attention'])
+def test_beam_never_scores_below_greedy(decoder: str) -> None:
+  """256 sources, beams of 2 to 4: the best hypothesis scores at least as high as greedy's
+  under the same scoring. (Beam search may in general lose the greedy path when k other
+  prefixes outrank it; on these models it does not, and a search that stopped once k
+  hypotheses had ended lost to greedy on up to 30 of the 256 here.)"""
+  model, params = _model(decoder, tgt_vocab=7, eos_bias=EOS_BIAS[decoder])
+  src, src_len = _sources(batch=256, time=6, seed=5)
+  greedy = greedy_search.make_greedy(model, max_len=10)(params, src, src_len)
+  greedy_scores = np.asarray(_rescore(model, 0.75)(params, src, src_len, greedy))
+  for k in (2, 3, 4):
+    _, scores = _beam(model, params, src, src_len, beam_size=k, max_len=10, alpha=0.75)
+    best = np.asarray(scores[:, 0])
+    assert np.all(best >= greedy_scores - 1e-5), (k, np.flatnonzero(best < greedy_scores - 1e-5))
+
+
+class Bigram(ensemble.Ensemble):
+  """A made-up model for hand-computed searches: the next token's probabilities depend only
+  on the last token (`table[last]`), whatever the source."""
+
+  def __init__(self, table: np.ndarray) -> None:
+    super().__init__(model=None, size=1)
+    object.__setattr__(self, 'logits', jnp.log(jnp.asarray(table, jnp.float32)))
+
+  def init(self, params, src, src_len):  # noqa: ANN001, ANN201
+    return {'unused': jnp.zeros(src.shape[0])}
+
+  def step(self, params, tokens, state):  # noqa: ANN001, ANN201
+    return self.logits[tokens], state
+
+
+def _bigram() -> Bigram:
+  """Tokens 0 pad, 1 bos, 2 eos, 3 A, 4 B, 5 C. From `<bos>`: A 0.6, `<eos>` 0.3, B 0.1;
+  A: C 0.95, `<eos>` 0.05; B: `<eos>`; C: `<eos>`. With a beam of 2, step 1 finishes
+  `<eos>` (log 0.3) and keeps A and B; step 2 finishes B `<eos>` (log 0.1) and keeps A C:
+  two hypotheses have ended, but A C `<eos>` (log 0.57) is still to come and beats both."""
+  table = np.full((6, 6), 1e-9)
+  table[text.BOS_ID, [3, text.EOS_ID, 4]] = [0.6, 0.3, 0.1]
+  table[3, [5, text.EOS_ID]] = [0.95, 0.05]
+  table[[0, text.EOS_ID, 4, 5], text.EOS_ID] = 1.0
+  return Bigram(table / table.sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.75])
+def test_an_early_ending_loses_to_a_longer_hypothesis_found_later(alpha: float) -> None:
+  src, src_len = jnp.ones((3, 2), jnp.int32), jnp.array([2, 2, 2])
+  seqs, scores = beam_search.beam_search(
+    _bigram(), {}, src, src_len, beam_size=2, max_len=6, alpha=alpha
+  )
+  eos = text.EOS_ID
+  expected = [[3, 5, eos, 0, 0, 0], [eos, 0, 0, 0, 0, 0]]
+  np.testing.assert_array_equal(seqs, [expected] * 3)
+  logp = np.log([0.6 * 0.95 * 1.0, 0.3])
+  want = logp / np.array([3.0, 1.0]) ** alpha
+  np.testing.assert_allclose(scores, [want] * 3, rtol=1e-5)
 
 
 @pytest.mark.parametrize('decoder,alpha', [('plain', 0.75), ('attention', 0.0)])
@@ -145,9 +208,12 @@ class CountingDecoder(models.Seq2SeqDecoder):
 CALLS: list = []
 
 
-def test_search_stops_when_every_sentence_has_beam_size_endings() -> None:
-  """With `<eos>` far likelier than anything, the first step ends the one real beam and
-  the second ends all 3 alive beams: 2 steps, not max_len."""
+def test_search_stops_once_no_alive_beam_can_win() -> None:
+  """With `<eos>` far likelier than anything (every other token about -20 in log P), step 1
+  ends the one real beam and step 2 the three alive ones (the worst finished: about
+  -20 / 2**0.75). An alive beam of n tokens, about -20 n in log P, could at best end at the
+  length limit with -20 n / 30**0.75: the search stops once that is below the worst
+  finished, at n > (30 / 2)**0.75 = 7.6, after 8 or 9 steps of a possible 30."""
   model, params = _model('plain', tgt_vocab=7, eos_bias=EOS_BIAS['plain'])
   dense = dict(params['decoder']['dense'])
   dense['bias'] = dense['bias'].at[text.EOS_ID].add(20.0)
@@ -156,11 +222,16 @@ def test_search_stops_when_every_sentence_has_beam_size_endings() -> None:
   model = model.clone(decoder=CountingDecoder(**sizes))
   src, src_len = _sources(batch=4, time=5, seed=4)
   CALLS.clear()
-  seqs, scores = _beam(model, params, src, src_len, beam_size=3, max_len=10, alpha=0.75)
+  seqs, scores = _beam(model, params, src, src_len, beam_size=3, max_len=30, alpha=0.75)
   jax.effects_barrier()
-  assert CALLS == [(12, 1), (12, 1)]
+  assert 8 <= len(CALLS) <= 9 and set(CALLS) == {(12, 1)}
   np.testing.assert_array_equal(seqs[:, 0, :2], [[text.EOS_ID, 0]] * 4)
   assert np.all(np.isfinite(scores)) and np.all(scores[:, 0] > -1e-3)
+  # Beam 1 (alpha 0) stops at the first step: nothing can beat an <eos> of log P ~ 0.
+  CALLS.clear()
+  _beam(model, params, src, src_len, beam_size=1, max_len=30, alpha=0.0)
+  jax.effects_barrier()
+  assert CALLS == [(4, 1)]
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -168,3 +239,13 @@ def test_bad_arguments_are_refused() -> None:
   src, src_len = _sources(batch=1, time=3)
   with pytest.raises(ValueError, match='beam_size'):
     beam_search.beam_search(model, params, src, src_len, beam_size=0, max_len=3)
+
+
+def test_the_compiled_search_uses_top_k_not_a_full_sort() -> None:
+  """XLA on CPU turns `top_k` into a sort of all `beam * vocab` candidates when its output
+  is sliced elsewhere (20x slower on a real vocabulary): the compiled search must not sort."""
+  model, params = _model('attention', tgt_vocab=7, eos_bias=EOS_BIAS['attention'])
+  src, src_len = _sources(batch=2, time=4, seed=6)
+  search = beam_search.make_beam_search(model, beam_size=3, max_len=6, alpha=0.75)
+  hlo = search.lower(params, src, src_len).compile().as_text()
+  assert ' sort(' not in hlo

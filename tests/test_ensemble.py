@@ -79,7 +79,7 @@ def test_beam_one_of_an_ensemble_is_its_greedy(decoder: str) -> None:
   ens, stacked = ensemble.Ensemble(model, 2), ensemble.stack(params)
   src, src_len = _sources(batch=16, time=6, seed=2)
   greedy = greedy_search.make_greedy(ens, MAX_LEN)(stacked, src, src_len)
-  best = beam_search.make_best(ens, beam_size=1, max_len=MAX_LEN)(stacked, src, src_len)
+  best = beam_search.make_best(ens, beam_size=1, max_len=MAX_LEN, alpha=0.0)(stacked, src, src_len)
   np.testing.assert_array_equal(best, greedy)
   ended = np.any(np.asarray(greedy) == text.EOS_ID, axis=1)
   assert ended.any()

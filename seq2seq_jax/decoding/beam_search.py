@@ -1,18 +1,28 @@
 """Batched beam search as a pure, compiled function of `(params, src, src_len)`.
 
-Every sentence keeps `beam_size` alive hypotheses (beams) and up to `beam_size` finished
-ones. Each step expands every alive beam by every token (`beam_size * vocab` candidates,
-ranked by their summed log-probability, which is fair since all alive beams have the
-same length):
-  - a candidate that ends in `<eos>` and ranks among the top `beam_size` is finished;
+Every sentence keeps `beam_size` alive hypotheses (beams) and its `beam_size` best
+finished ones. Each step expands every alive beam by every token (`beam_size * vocab`
+candidates, ranked by their summed log-probability, which is fair since all alive beams
+have the same length):
+  - a candidate that ends in `<eos>` and ranks among the top `beam_size` is a finished
+    hypothesis, kept when it beats the worst of the sentence's finished ones;
   - the best `beam_size` candidates that do not end in `<eos>` stay alive;
   - at a sentence's last step (`max_len`, or earlier with `max_len_ratio`) the top
     `beam_size` candidates are finished whatever their last token.
 Finished hypotheses are ranked by the length-normalised score of the book,
 `log P(y_1..y_L | x) / L**alpha`, with L counting the tokens produced (`<eos>` included).
-A sentence is done when `beam_size` of its hypotheses have ended; the loop stops when
-every sentence is done or at `max_len`. With `beam_size=1` this is exactly greedy
-decoding: the single beam ends at the first arg-max `<eos>`. `model` is an
+
+A sentence is done when no alive beam can still beat the worst of its `beam_size`
+finished hypotheses, or at its last step. Log-probabilities only fall as a hypothesis
+grows, so the best any alive beam can still reach is its log-probability now divided by
+the largest normaliser it could end with, `limit**alpha` (the bound of the careful
+implementations, e.g. tensor2tensor's and Flax's WMT example); a sentence whose `beam_size`
+hypotheses finished early keeps searching while a longer one could still win. Once done,
+nothing more enters a sentence's finished list, so its result never depends on the other
+sentences of the batch; the loop stops when every sentence is done or at `max_len`. With
+`alpha=0` and `beam_size=1` this is exactly greedy decoding (the single beam ends at the
+first arg-max `<eos>`, and no continuation can score higher); with `alpha > 0` beam 1
+may go on past greedy's `<eos>` to a longer hypothesis that scores higher. `model` is an
 `EncoderDecoder` or an `ensemble.Ensemble` (the mean of its members' log-probabilities).
 
 The decoder's recurrent state is a dict whose leaves all have the batch on axis 0 (see
@@ -91,7 +101,7 @@ def beam_search(
   base = (jnp.arange(batch) * k)[:, None]  # [batch, 1]: each sentence's first row
 
   def cond(carry: dict) -> Array:
-    return (carry['i'] < max_len) & ~jnp.all(carry['num_finished'] >= k)
+    return (carry['i'] < max_len) & ~jnp.all(carry['done'])
 
   def body(carry: dict) -> dict:
     i = carry['i']
@@ -109,20 +119,27 @@ def beam_search(
       seqs = jax.lax.dynamic_update_slice_in_dim(seqs, token[:, :, None], i, axis=2)
       return beam, token, seqs
 
-    # Finished: `<eos>` candidates among the top k (all of the top k at the last step).
+    # Finished: `<eos>` candidates among the top k (all of the top k at the last step),
+    # merged with the finished ones so far; the best k stay.
     top_scores, top_idx = jax.lax.top_k(cand, k)
     _, top_tok, top_seqs = extend(top_idx)
-    ends = (top_tok == text.EOS_ID) | last
-    ends &= jnp.isfinite(top_scores) & (carry['num_finished'] < k)[:, None]
+    ends = ((top_tok == text.EOS_ID) | last) & jnp.isfinite(top_scores) & ~carry['done'][:, None]
     new_fin = jnp.where(ends, top_scores / length_penalty(i + 1, alpha), NEG_INF)
     all_scores = jnp.concatenate([carry['fin_score'], new_fin], axis=1)
     all_seqs = jnp.concatenate([carry['fin_seq'], top_seqs], axis=1)
     fin_score, keep = jax.lax.top_k(all_scores, k)
     fin_seq = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
-    num_finished = carry['num_finished'] + jnp.sum(ends, axis=1)
 
-    # Alive: the best k candidates that do not end in `<eos>`.
+    # Alive: the best k candidates that do not end in `<eos>`. A sentence is done at its
+    # last step or once they cannot win; its beams go on being computed with the batch
+    # (their values kept: top_k over rows of equal values is very slow on CPU), but
+    # nothing they reach is kept.
     alive_logp, alive_idx = jax.lax.top_k(jnp.where(is_eos, NEG_INF, cand), k)
+    done = carry['done'] | last[:, 0]
+    # (max and min, not [:, 0] and [:, -1]: a slice of top_k's output makes XLA on CPU
+    # sort all k * vocab candidates instead of its top-k kernel, ~20x slower here)
+    best_alive, worst_finished = jnp.max(alive_logp, axis=1), jnp.min(fin_score, axis=1)
+    done |= ~can_still_win(best_alive, worst_finished, i + 1, limit[:, 0])
     beam, token, alive_seq = extend(alive_idx)
     state = _gather_beams(new_state, carry['state'], (base + beam).reshape(-1))
     return {
@@ -133,8 +150,17 @@ def beam_search(
       'alive_logp': alive_logp,
       'fin_seq': fin_seq,
       'fin_score': fin_score,
-      'num_finished': num_finished,
+      'done': done,
     }
+
+  def can_still_win(best_alive: Array, worst_finished: Array, length: Array, limit: Array):
+    """Whether a beam of log-probability `best_alive` and `length` tokens could still end
+    above `worst_finished`: its log-probability can only fall, so its best normalised
+    score is at the longest length it may reach (or, were the log-probability above 0 by
+    rounding, at the shortest)."""
+    longest = best_alive / length_penalty(limit, alpha)
+    shortest = best_alive / length_penalty(jnp.minimum(length + 1, limit), alpha)
+    return jnp.maximum(longest, shortest) > worst_finished
 
   init = {
     'i': jnp.asarray(0),
@@ -145,7 +171,7 @@ def beam_search(
     'alive_logp': jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1), jnp.float32), (batch, 1)),
     'fin_seq': jnp.zeros((batch, k, max_len), jnp.int32),
     'fin_score': jnp.full((batch, k), NEG_INF, jnp.float32),
-    'num_finished': jnp.zeros((batch,), jnp.int32),
+    'done': jnp.zeros((batch,), bool),
   }
   out = jax.lax.while_loop(cond, body, init)
   return out['fin_seq'], out['fin_score']
