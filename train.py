@@ -1,17 +1,23 @@
-"""Trains a seq2seq model: `python train.py --config=configs/d2l.py --workdir=DIR`.
+"""Trains a seq2seq model.
 
-Thin entry point: flags, the host memory setting, the device report, then
-`loop.train_and_evaluate`. Resumes when the workdir holds a checkpoint. Bad input ends
-with a one-line error and exit status 1.
+  python train.py --config=configs/NAME.py --workdir=DIR [--config.FIELD=VALUE ...]
+
+`--config` is a config file (configs/: d2l.py, default.py, ...). `--config.FIELD=VALUE`
+sets one of its fields, e.g. `--config.train.time_budget_s=1800` (stop cleanly after 30
+minutes) or `--config.data.manual_dir=DIR` (the data, offline); the fields, their
+defaults and what they do are described in configs/default.py. Resumes when the workdir
+holds a checkpoint; SIGTERM or Ctrl-C saves and exits. Bad input ends with a one-line
+error and exit status 1.
 """
 
-import sys
+# A thin entry point: flags, the host memory setting, the device report, then
+# `loop.train_and_evaluate`.
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seq2seq_jax import errors
+from seq2seq_jax import cli, errors
 from seq2seq_jax.models import ops
 from seq2seq_jax.train import distributed, hostmem, loop, reporting
 
@@ -53,4 +59,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main, flags_parser=errors.config_flags_parser()))
+  cli.run(main, flags_parser=errors.config_flags_parser())

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from seq2seq_jax import errors, inference, models
+from seq2seq_jax import cli, errors, inference, models
 from seq2seq_jax.data import tokenizers
 from seq2seq_jax.train import checkpointing, reporting
 
@@ -110,4 +110,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'A workdir written by train.py.')
   flags.DEFINE_integer('last', 0, 'Average the latest K checkpoints.')
   flags.DEFINE_integer('best', 0, 'Average the K best checkpoints by validation BLEU.')
-  app.run(main)
+  cli.run(main)

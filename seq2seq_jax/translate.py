@@ -31,9 +31,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from absl import app, flags
+from absl import flags
 
-from seq2seq_jax import errors, inference
+from seq2seq_jax import cli, errors, inference
 from seq2seq_jax.data import input_pipeline
 from seq2seq_jax.train import reporting
 
@@ -141,4 +141,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, flag_modules=[inference])

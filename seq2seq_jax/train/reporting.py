@@ -19,9 +19,27 @@ import numpy as np
 from absl import logging
 
 
-def quiet_library_logs() -> None:
-  """Keeps Orbax's per-save INFO chatter out of the training log (warnings still show)."""
+def _not_a_backend_probe(record) -> bool:  # noqa: ANN001 (a logging.LogRecord)
+  warning = record.levelno >= 30  # the standard library's logging.WARNING
+  return warning or not str(record.msg).startswith('Unable to initialize backend')
+
+
+def quiet_backend_probe() -> None:
+  """Drops JAX's INFO line for each accelerator it looks for and does not find (`Unable to
+  initialize backend 'tpu': ... libtpu.so ...` on every machine without a TPU). A platform
+  that JAX_PLATFORMS asks for and that fails is still an error, and JAX still finds the
+  GPUs and TPUs that are there: only that log line goes."""
   import logging as py_logging
+
+  py_logging.getLogger('jax._src.xla_bridge').addFilter(_not_a_backend_probe)
+
+
+def quiet_library_logs() -> None:
+  """Keeps Orbax's per-save INFO chatter and JAX's backend probe out of the training log
+  (warnings still show)."""
+  import logging as py_logging
+
+  quiet_backend_probe()
 
   class _Filter(py_logging.Filter):
     def filter(self, record: py_logging.LogRecord) -> bool:
@@ -34,6 +52,8 @@ def quiet_cli_logs() -> None:
   """For the command-line tools: only warnings and errors on stderr, and none of Orbax's
   read-only-mode notices."""
   import logging as py_logging
+
+  quiet_backend_probe()
 
   class _Filter(py_logging.Filter):
     def filter(self, record: py_logging.LogRecord) -> bool:
