@@ -57,7 +57,7 @@ greedy_decode = greedy_search.greedy_decode
 # Ensembles: models of one shape, parameters stacked; every search takes an `Ensemble`.
 Ensemble = ensemble.Ensemble
 stack_params = ensemble.stack
-# Populations: stacked states and the vmapped step (see seq2seq_jax/population.py).
+# Populations: stacked states and the vmapped step (see seq2seq_jax/train/population.py).
 init_population = population.init_population
 population_train_step = population.population_train_step
 population_eval_step = population.population_eval_step

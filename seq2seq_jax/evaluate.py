@@ -12,10 +12,15 @@ runs). The decoding flags are translate's (`--max_len_ratio`, `--sample`, ...).
 With `--pairs` and `--split`, all references of a repeated source count together
 (sacreBLEU's multi-reference BLEU); with `--src_file`, line i of each `--ref_file` is a
 reference of source line i (files of different line counts: a one-line error; lines with
-an empty source are skipped and counted, their hypothesis line left empty). The
-hypotheses go to a file beside the input (or `--output`), one line per source; the
+an empty source are skipped and counted, their hypothesis left empty). A repeated source
+is translated once. The hypotheses go to a file beside the input (`FILE.hyp`, or
+`--output`; `DIR/SPLIT.hyp` for `--split`) that reads against the input: one line per
+input line, in input order, tab-separated columns `source`, `hypothesis`, `reference`
+(with `--src_file`, one reference column per `--ref_file`); a line that was not
+translated (blank, malformed, an empty source) has an empty hypothesis, and tabs within
+a sentence become spaces. Logs show warnings and errors only (standard error); the
 scores, the number of sentences and sentences/s are printed as one JSON object on the
-last line.
+last line of standard output.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import json
 import time
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from seq2seq_jax import errors, inference, scoring
+from seq2seq_jax import cli, errors, inference, scoring
 from seq2seq_jax.data import input_pipeline
+from seq2seq_jax.train import reporting
 
 FLAGS = flags.FLAGS
 inference.define_flags(batch_size=512)
@@ -35,7 +41,9 @@ flags.DEFINE_string('pairs', None, 'A file of source<TAB>reference lines.')
 flags.DEFINE_string('split', None, "A split of the workdir's data (e.g. 'test').")
 flags.DEFINE_string('src_file', None, 'Source sentences, one a line (with --ref_file).')
 flags.DEFINE_multi_string('ref_file', [], 'References, one a line (repeat for several).')
-flags.DEFINE_string('output', None, 'Where to write the hypotheses (one per source).')
+flags.DEFINE_string(
+  'output', None, 'Where to write the hypotheses (per input line: source, hypothesis, reference).'
+)
 flags.DEFINE_enum(
   'scored_on',
   'auto',
@@ -57,20 +65,38 @@ def read_lines(path: str) -> list[str]:
     raise errors.UserError(f'{path}: line {line} is not valid UTF-8 ({e.reason})') from None
 
 
-def read_pairs(path: str) -> list[tuple[str, str]]:
-  """source<TAB>reference lines (extra columns ignored); malformed lines are counted."""
-  pairs, skipped = [], 0
+def read_pair_lines(path: str) -> list[tuple[str, str]]:
+  """Every line of a source<TAB>reference file as (source, reference), stripped (extra
+  columns ignored, '' for a missing one). A line without both is not evaluated: a blank
+  line, or a malformed one (counted in a warning); a file without a pair is an error."""
+  lines, skipped = [], 0
   for line in read_lines(path):
-    parts = line.split('\t')
-    if len(parts) >= 2 and parts[0].strip() and parts[1].strip():
-      pairs.append((parts[0].strip(), parts[1].strip()))
-    elif line.strip():
+    parts = [part.strip() for part in line.split('\t')]
+    lines.append((parts[0], parts[1] if len(parts) > 1 else ''))
+    if line.strip() and not all(lines[-1]):
       skipped += 1
   if skipped:
     logging.warning('%s: skipped %d malformed lines', path, skipped)
-  if not pairs:
+  if not any(all(line) for line in lines):
     raise errors.UserError(f'{path} holds no source<TAB>reference pairs')
-  return pairs
+  return lines
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+  """The pairs of `read_pair_lines`: the lines with a source and a reference."""
+  return [line for line in read_pair_lines(path) if all(line)]
+
+
+_NOT_IN_A_FIELD = str.maketrans({'\t': ' ', '\n': ' ', '\r': ' '})
+
+
+def hypotheses_text(rows: list[tuple[str, str, list[str]]]) -> str:
+  """The hypotheses file: per input line (source, hypothesis, its references), one line
+  of tab-separated columns (tabs and line breaks within a sentence become spaces)."""
+  return ''.join(
+    '\t'.join(field.translate(_NOT_IN_A_FIELD) for field in (src, hyp, *refs)) + '\n'
+    for src, hyp, refs in rows
+  )
 
 
 def read_parallel(src_file: str, ref_files: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -137,6 +163,7 @@ def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> 
 
 def main(argv: list[str]) -> None:
   del argv
+  reporting.quiet_cli_logs()  # warnings and errors only, as translate
   with errors.one_line_errors('evaluate'):
     if sum(map(bool, (FLAGS.pairs, FLAGS.split, FLAGS.src_file))) != 1:
       raise errors.UserError(
@@ -148,18 +175,23 @@ def main(argv: list[str]) -> None:
       sources, streams = read_parallel(FLAGS.src_file, FLAGS.ref_file)
       translator = inference.load_from_flags(FLAGS)
       scores, hyps = evaluate_lines(translator, sources, streams)
+      rows = [
+        (src, hyp, [refs[i] for refs in streams])
+        for i, (src, hyp) in enumerate(zip(sources, hyps, strict=True))
+      ]
       output = FLAGS.output or f'{FLAGS.src_file}.hyp'
     else:
       translator = inference.load_from_flags(FLAGS)
       if FLAGS.pairs:
-        pairs = read_pairs(FLAGS.pairs)
+        lines = read_pair_lines(FLAGS.pairs)
         output = FLAGS.output or f'{FLAGS.pairs}.hyp'
       else:
-        pairs = input_pipeline.load_pairs(translator.config.data, FLAGS.split)
+        lines = input_pipeline.load_pairs(translator.config.data, FLAGS.split)
         output = FLAGS.output or str(Path(FLAGS.workdir) / f'{FLAGS.split}.hyp')
-      scores, translations = evaluate(translator, pairs)
-      hyps = [h for _, h in translations]
-    Path(output).write_text(''.join(h + '\n' for h in hyps), encoding='utf-8')
+      scores, translations = evaluate(translator, [line for line in lines if all(line)])
+      hyp_of = dict(translations)  # each distinct source was translated once
+      rows = [(src, hyp_of[src] if src and ref else '', [ref]) for src, ref in lines]
+    Path(output).write_text(hypotheses_text(rows), encoding='utf-8')
     result = {
       'bleu': round(scores['bleu'], 2),
       'chrf': round(scores['chrf'], 2),
@@ -180,4 +212,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, flag_modules=[inference])

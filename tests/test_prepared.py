@@ -155,3 +155,27 @@ def test_chunked_sentencepiece_preparation(tmp_path: Path, monkeypatch: pytest.M
   np.testing.assert_array_equal(data.train.src, direct.src)
   np.testing.assert_array_equal(data.train.tgt, direct.tgt)
   np.testing.assert_array_equal(data.train.tgt_len, direct.tgt_len)
+
+
+def test_the_tfds_preparation_is_timed_and_logged_on_its_own(
+  tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+  import sys
+
+  from absl import logging
+  from tensorflow_datasets.core.utils import tqdm_utils
+
+  lines = []
+  monkeypatch.setattr(logging, 'info', lambda msg, *a, **_: lines.append(msg % a if a else msg))
+  input_pipeline.prepare(_config(tmp_path).data, None)
+  at = {
+    key: next(i for i, line in enumerate(lines) if line.startswith(key))
+    for key in (
+      'data: prepared the TFDS dataset tatoeba/',
+      'data: training the word tokenizers',
+      'data: trained the tokenizers in',
+    )
+  }
+  assert list(at.values()) == sorted(at.values()), lines  # the tokenizers' time excludes it
+  if not sys.stderr.isatty():  # a log file: no progress bars (their `[A` codes) from TFDS
+    assert isinstance(tqdm_utils.tqdm(total=1), tqdm_utils.EmptyTqdm)

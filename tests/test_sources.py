@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import tiny
-from seq2seq_jax import inference
+from seq2seq_jax import errors, inference
 from seq2seq_jax.data import input_pipeline, sources, tatoeba
 from seq2seq_jax.train import loop
 from tests import synthetic
@@ -103,6 +104,72 @@ def test_parallel_files_bad_input_is_one_line(tmp_path: Path) -> None:
   _refused(config, 'data.train_prefix and data.tsv_file are both')
 
 
+def test_a_missing_optional_prefix_file_says_the_flag_is_optional(tmp_path: Path) -> None:
+  prefix = _write_parallel(tmp_path / 'corpus' / 'train', PAIRS[:50])
+  dev = tmp_path / 'corpus' / 'dev'
+  config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
+  config.data.validation_prefix = str(dev)
+  expected = (
+    f"the source file {dev}.de does not exist (data.validation_prefix='{dev}'); "
+    'data.validation_prefix is optional: without it the validation split is carved from the '
+    'training files by source sentence, so drop --config.data.validation_prefix or create '
+    f'{dev}.de and {dev}.en'
+  )
+  for call in (sources.fingerprint, lambda data: sources.load_pairs(data, 'validation')):
+    with pytest.raises(sources.SourceError) as e:
+      call(config.data)
+    assert str(e.value) == expected
+  config.data.validation_prefix = ''
+  config.data.test_prefix = str(tmp_path / 'corpus' / 'test')
+  with pytest.raises(sources.SourceError, match=r'data.test_prefix is optional: .* the test split'):
+    sources.fingerprint(config.data)
+  config.data.test_prefix = ''
+  config.data.train_prefix = str(dev)  # the training files are not optional: no such advice
+  with pytest.raises(sources.SourceError) as e:
+    sources.fingerprint(config.data)
+  assert str(e.value) == f"the source file {dev}.de does not exist (data.train_prefix='{dev}')"
+
+
+def test_a_small_configs_slice_is_warned_on_another_corpus(
+  tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+  prefix = _write_parallel(tmp_path / 'corpus' / 'train', PAIRS)
+  config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
+  with caplog.at_level(logging.INFO):
+    data = input_pipeline.prepare(config.data, None)  # tiny: train_split='full[:64]'
+  assert len(data.train) == 64
+  (warning,) = [r for r in caplog.records if 'keeps' in r.getMessage()]
+  assert warning.levelno == logging.WARNING and warning.getMessage() == (
+    f"data: data.train_split='full[:64]' keeps 64 of the 400 pairs of {prefix}.{{de,en}}, a "
+    "slice sized for the book's corpus (configs/tiny.py and configs/d2l.py set one); to train "
+    'on all of yours pass --config.data.train_split=train --config.data.val_split=validation'
+  )
+  # The override the warning and the README give: every pair not held out, no warning.
+  config.data.train_split, config.data.val_split = 'train', 'validation'
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    data = input_pipeline.prepare(config.data, None)
+  held_out = [p for p in PAIRS if tatoeba.split_of(p[0]) != 'train']
+  assert len(data.train) == len(PAIRS) - len(held_out) and 'keeps' not in caplog.text
+  assert sorted(data.val.sources) == sorted(
+    s for s, _ in PAIRS if tatoeba.split_of(s) == 'validation'
+  )
+  # With validation and test files of their own, `train` is every pair of the corpus.
+  config.data.validation_prefix = str(_write_parallel(tmp_path / 'corpus' / 'dev', PAIRS[:8]))
+  config.data.test_prefix = str(_write_parallel(tmp_path / 'corpus' / 'test', PAIRS[8:16]))
+  assert len(input_pipeline.prepare(config.data, None).train) == len(PAIRS)
+  # The book's corpus, which the slice was written for: said at info level, not warned.
+  book = _config(tmp_path, manual_dir=str(synthetic.write_fra_txt(tmp_path / 'fra', n=80)))
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    assert len(input_pipeline.prepare(book.data, None).train) == 64
+  (info,) = [r for r in caplog.records if 'keeps' in r.getMessage()]
+  fra = tmp_path / 'fra' / 'fra.txt'
+  assert info.levelno == logging.INFO and info.getMessage() == (
+    f"data: data.train_split='full[:64]' keeps 64 of the 80 pairs of {fra}"
+  )
+
+
 def test_tsv_columns(tmp_path: Path) -> None:
   lines = [f'{i}\t{en}\t{de}' for i, (de, en) in enumerate(PAIRS[:6])]
   lines.insert(2, '99\t\tnur Deutsch')  # empty on one side: skipped
@@ -177,3 +244,49 @@ def test_train_translate_and_evaluate_from_parallel_files(tmp_path: Path) -> Non
   assert isinstance(hyp, str)
   test = input_pipeline.load_pairs(translator.config.data, 'full[64:80]')
   assert test == [(f, e) for e, f in pairs[64:80]]
+
+
+def test_carved_splits_of_text_and_tsv_files_are_capped(tmp_path: Path) -> None:
+  """Under the cap the carved splits are the uncapped ones (2%); with a share of 10% capped
+  at 5 sources, validation and test each hold the 5 sources of their range at the lowest
+  positions (with all their pairs), the rest is training: a partition by source, the
+  same for the TSV file of the same pairs. The prepared data's keys hold the settings."""
+  from seq2seq_jax.data import prepared
+
+  pairs = PAIRS + PAIRS[:100]  # 100 sources twice
+  prefix = _write_parallel(tmp_path / 'corpus' / 'train', pairs)
+  config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
+  names = ('train', 'validation', 'test')
+  for name in names:
+    assert sources.load_pairs(config.data, name) == [
+      p for p in pairs if tatoeba.split_of(p[0]) == name
+    ]
+  config.data.heldout_share, config.data.heldout_max_sources = 0.1, 5
+  capped = {name: sources.load_pairs(config.data, name) for name in names}
+  wide = tatoeba.carve(0.1, 0)
+  for name in ('validation', 'test'):
+    uncapped = {s for s, _ in PAIRS if wide.split(s) == name}
+    kept = sorted(uncapped, key=tatoeba.split_position)[:5]
+    assert capped[name] == [p for p in pairs if p[0] in kept]  # file order, repeats kept
+  assert capped['train'] == [p for p in pairs if p not in capped['validation'] + capped['test']]
+  assert sources.load_pairs(config.data, 'validation[2:4]') == capped['validation'][2:4]
+  config.data.heldout_max_sources = 400  # a pass over the files (500 lines), no cap binds
+  for name in names:
+    assert sources.load_pairs(config.data, name) == [p for p in pairs if wide.split(p[0]) == name]
+  config.data.heldout_max_sources = 5
+  tsv = tmp_path / 'pairs.tsv'
+  tsv.write_text(''.join(f'{s}\t{t}\n' for s, t in pairs), encoding='utf-8')
+  tsv_config = _config(tmp_path, tsv_file=str(tsv), src_lang='de', tgt_lang='en')
+  tsv_config.data.heldout_share, tsv_config.data.heldout_max_sources = 0.1, 5
+  assert {name: sources.load_pairs(tsv_config.data, name) for name in names} == capped
+  keys = set()
+  for settings in ((0.02, 5000), (0.1, 5), (0.1, 6)):
+    config.data.heldout_share, config.data.heldout_max_sources = settings
+    store = prepared.Store(config.data, 'source')
+    keys.add((store.tokenizer_dir(), store.encoded_dir('tokenizers')))
+  assert len(keys) == 3
+  config.data.validation_prefix = config.data.test_prefix = str(prefix)  # nothing carved
+  assert sources.heldout_settings(config.data) == {}
+  config.data.validation_prefix, config.data.heldout_share = '', 0.6
+  with pytest.raises(errors.UserError, match='data.heldout_share must be above 0 and at most 0.5'):
+    sources.load_pairs(config.data, 'validation')

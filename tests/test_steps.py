@@ -348,3 +348,47 @@ def test_gradient_accumulation_equals_the_big_batch(tiny: Tiny) -> None:
     jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), one.params, state.params)
   )
   assert max(moved) > 1e-3  # the steps did move the parameters
+
+
+def test_eval_step_in_slices_gives_the_whole_batch_sums(tiny: Tiny) -> None:
+  """`eval_step` bounds its logits by slicing the batch's rows (the output layer and the
+  loss a slice at a time): the slices are the fewest whose logits fit, the sums those of
+  the whole batch (plain and tied attention decoders), and the compiled program's
+  scratch memory shrinks with the bound."""
+  per_row = WIDTH * VOCAB * 4  # float32 logits of one row
+  assert steps.eval_slices(8, WIDTH, VOCAB, 8 * per_row) == 1
+  assert steps.eval_slices(8, WIDTH, VOCAB, 3 * per_row) == 4  # 8 rows: 4 slices of 2
+  assert steps.eval_slices(8, WIDTH, VOCAB, per_row - 1) == 8
+  assert steps.eval_slices(256, 53, 8000) == 4  # the default eval batch at 8,000 pieces
+  batch = _pad_batch(_reverse_batch(8, seed=2), cols=2, rows=0)
+  attention = models.build_model(
+    src_vocab_size=VOCAB,
+    tgt_vocab_size=VOCAB,
+    embed_size=32,
+    num_hiddens=32,
+    num_layers=1,
+    decoder='attention',
+    tie_embeddings=True,
+  )
+  for model, params in ((tiny.model, tiny.params), (attention, _init_params(attention, 1))):
+    whole = steps.eval_step(params, batch, model=model)  # fits: one pass, as loss_terms
+    sliced = jax.jit(
+      functools.partial(steps.eval_step, model=model, logits_bytes=3 * (WIDTH + 2) * VOCAB * 4)
+    )(params, batch)
+    assert float(sliced['tokens']) == float(whole['tokens']) == batch['src_len'].sum()
+    assert float(sliced['correct']) == float(whole['correct'])
+    np.testing.assert_allclose(sliced['loss'], whole['loss'], rtol=1e-6)
+  big = {k: jnp.zeros((64, 40), jnp.int32) for k in ('src', 'tgt_in', 'tgt_out')}
+  big['src_len'] = jnp.full(64, 40, jnp.int32)
+  wide = models.build_model(
+    src_vocab_size=VOCAB, tgt_vocab_size=4000, embed_size=32, num_hiddens=32, num_layers=1
+  )
+  wide_params = _init_params(wide, 2)
+
+  def scratch(logits_bytes: int) -> int:
+    step = jax.jit(functools.partial(steps.eval_step, model=wide, logits_bytes=logits_bytes))
+    return step.lower(wide_params, big).compile().memory_analysis().temp_size_in_bytes
+
+  logits = 64 * 40 * 4000 * 4  # 41 MB of float32 logits for the whole batch
+  whole = scratch(logits)  # 92 MB on XLA's CPU backend
+  assert whole >= logits and scratch(logits // 8) < whole / 5  # 8 slices: 12 MB

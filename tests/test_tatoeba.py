@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
+from seq2seq_jax import errors
 from seq2seq_jax.data import tatoeba as fe
 from seq2seq_jax.data import text
 
@@ -227,8 +228,25 @@ def test_manual_dir_without_source_file_is_an_error(tmp_path: Path) -> None:
     fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(empty))
   assert str(empty) in str(e.value)
   _write(empty, _lines(PAIRS), name='deu.txt')  # another language: say what is there
-  with pytest.raises(fe.DataUnavailableError, match=r'holds no fra.txt .*\(it holds deu.txt\)'):
+  with pytest.raises(fe.DataUnavailableError, match=r'holds no fra.txt .*\(it holds README, deu'):
     fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(empty))
+
+
+def test_another_language_missing_offers_manythings_not_the_book_zip(tmp_path: Path) -> None:
+  manual = tmp_path / 'manual'
+  _write(manual, _lines(PAIRS))  # only the book's fra.txt
+  with pytest.raises(fe.DataUnavailableError) as e:
+    _pairs(tmp_path, tgt_lang='de')
+  assert str(e.value) == (
+    f'the manual directory {manual} holds no deu.txt or deu-eng.zip (it holds fra.txt). '
+    f'Files of English and another language come from https://www.manythings.org/anki/: get '
+    f'deu-eng.zip there, put it (or the deu.txt it holds) in {manual}, or pass '
+    '--config.data.manual_dir=FILE'
+  )
+  assert 'fra-eng.zip' not in str(e.value) and fe.URL not in str(e.value)
+  (manual / 'fra.txt').unlink()
+  with pytest.raises(fe.DataUnavailableError, match=r'holds no deu.txt .*\(it is empty\)'):
+    _pairs(tmp_path, src_lang='deu', tgt_lang='en')
 
 
 def test_a_manual_dir_that_does_not_exist_is_an_error_even_with_data_prepared(
@@ -343,3 +361,63 @@ def test_a_preparation_finished_by_another_process_is_used(
   monkeypatch.setattr(fe.Tatoeba, 'is_prepared', lambda self: False)
   with pytest.raises(OSError, match='Cannot rename'):  # a failure that left nothing: raised
     _pairs(tmp_path)
+
+
+def _md5_percentile_split(source: str) -> str:
+  """The split every corpus had before the cap (and any corpus under it still has)."""
+  h = int(hashlib.md5(text.preprocess(source).encode('utf-8')).hexdigest(), 16) % 100
+  return 'test' if h < 2 else 'validation' if h < 4 else 'train'
+
+
+def test_the_held_out_cap_leaves_a_corpus_under_it_unchanged_and_caps_one_over_it() -> None:
+  """`carve`: under the cap (as the book's file, at most 3,150 sources a split), the split
+  of the md5 percentiles; over it, each split keeps its lowest positions and the rest goes
+  back to training, whatever the order of the corpus."""
+  corpus = [f'Sentence {i % 2500}.' for i in range(3000)]  # 500 sources twice
+  positions = [fe.split_position(s) for s in corpus]
+  default = fe.carve(positions=positions)  # 2%, up to 5,000 sources
+  assert default == fe.carve(fe.SHARE, 0)  # the uncapped split
+  assert [default.split_at(p) for p in positions] == [_md5_percentile_split(s) for s in corpus]
+  held = {n: {s for s in corpus if _md5_percentile_split(s) == n} for n in ('validation', 'test')}
+  assert all(30 < len(v) < 80 for v in held.values()), {k: len(v) for k, v in held.items()}
+  capped = fe.carve(0.02, 10, iter(positions))
+  assert fe.carve(0.02, 10, positions[::-1]) == capped
+  split = {s: capped.split(s) for s in corpus}
+  for name, uncapped in held.items():
+    kept = {s for s, n in split.items() if n == name}
+    assert kept == set(sorted(uncapped, key=fe.split_position)[:10])  # the 10 lowest
+  assert {s for s, n in split.items() if n == 'train'} == set(corpus) - {
+    s for s, n in split.items() if n != 'train'
+  }
+  assert fe.carve(0.02, len(held['test']), positions).test_end == default.test_end  # at the cap
+  wider = [fe.carve(0.1, 0).split(s) for s in set(corpus)]
+  assert 180 < wider.count('test') < 320 and 180 < wider.count('validation') < 320
+  for share, most in ((0, 10), (0.6, 10), (0.02, -1)):
+    with pytest.raises(errors.UserError, match='data.heldout_'):
+      fe.carve(share, most)
+
+
+def test_capped_splits_of_a_prepared_file(tmp_path: Path) -> None:
+  """The builder's splits with a share of 10% capped at 4 sources: 4 sources (with all
+  their pairs) in validation and in test, the rest in train, file order kept; a config of
+  its own beside the default one, whose splits are the uncapped ones."""
+  pairs = [
+    (f'Sentence number {i}.', f'Phrase {i}, traduction {k}.') for i in range(300) for k in (0, 1)
+  ]
+  _write(tmp_path / 'manual', _lines(pairs))
+  manual, data_dir = str(tmp_path / 'manual'), str(tmp_path / 'tfds')
+  capped = {
+    name: fe.load_pairs(name, data_dir=data_dir, manual_dir=manual, heldout=(0.1, 4))
+    for name in ('train', 'validation', 'test')
+  }
+  carving = fe.carve(0.1, 4, [fe.split_position(en) for en, _ in pairs])
+  for name, some in capped.items():
+    assert some == [p for p in pairs if carving.split(p[0]) == name]
+  assert len({en for en, _ in capped['validation']}) == len({en for en, _ in capped['test']}) == 4
+  assert len(capped['validation']) == len(capped['test']) == 8  # both pairs of each source
+  assert sum(map(len, capped.values())) == len(pairs)
+  names = sorted(p.name for p in (tmp_path / 'tfds' / 'tatoeba').iterdir())
+  assert len(names) == 1 and names[0].endswith('_held0p1_max4')
+  default = fe.load_pairs('test', data_dir=data_dir, manual_dir=manual)
+  assert default == [p for p in pairs if fe.split_of(p[0]) == 'test']
+  assert len(list((tmp_path / 'tfds' / 'tatoeba').iterdir())) == 2

@@ -216,6 +216,27 @@ def test_bad_config_value_is_one_line(data_dir: Path, tmp_path: Path) -> None:
   )
   assert out.returncode == 1
   assert out.stderr.strip().splitlines()[-1].startswith('error: model.decoder must be one of')
+  assert not (tmp_path / 'w').exists()  # the workdir it made (tokenizers copied) is removed
+
+
+def test_a_failed_start_leaves_no_workdir_it_created(data_dir: Path, tmp_path: Path) -> None:
+  missing = tiny_config(data_dir)
+  missing.data.manual_dir = str(tmp_path / 'no_such_data')
+  new = tmp_path / 'runs' / 'new'
+  with pytest.raises(errors.UserError, match='does not exist'):
+    loop.train_and_evaluate(missing, str(new))
+  assert not (tmp_path / 'runs').exists()  # nor the folder made above it
+  bad_model = tiny_config(data_dir)  # fails after the data is prepared into the workdir
+  bad_model.model.decoder = 'nope'
+  with pytest.raises(ValueError, match='model.decoder must be one of'):
+    loop.train_and_evaluate(bad_model, str(new))
+  assert not (tmp_path / 'runs').exists()
+  existing = tmp_path / 'existing'  # a workdir that was there is left as it was
+  existing.mkdir()
+  (existing / 'notes.txt').write_text('mine')
+  with pytest.raises(errors.UserError, match='does not exist'):
+    loop.train_and_evaluate(missing, str(existing))
+  assert [p.name for p in existing.iterdir()] == ['notes.txt']
 
 
 def test_unknown_config_field_is_one_line_with_the_closest_names(
@@ -291,8 +312,11 @@ def test_translate_and_evaluate_clis(trained: tuple[Path, dict], tmp_path: Path)
   assert out.returncode == 0, out.stderr[-2000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result['sentences'] == 2 and 0 <= result['bleu'] <= 100 and result['sentences_per_s'] > 0
-  hyps = Path(result['hypotheses']).read_text().splitlines()
-  assert len(hyps) == 2
+  # One line per input line (the malformed one untranslated): source, hypothesis, reference.
+  rows = [line.split('\t') for line in Path(result['hypotheses']).read_text().splitlines()]
+  assert [r[0] for r in rows] == ['I see the cat.', 'bad line', 'We like the dog!']
+  assert [r[2] for r in rows] == ['Je vois le chat.', '', 'Nous aimons.'] and rows[1][1] == ''
+  hyps = [rows[0][1], rows[2][1]]
   # Source and reference files, one sentence a line; the second reference file is the
   # hypotheses themselves, so BLEU is 100; an empty source line is skipped and counted.
   src, ref, own = tmp_path / 'src.txt', tmp_path / 'ref.txt', tmp_path / 'own.txt'
@@ -307,7 +331,12 @@ def test_translate_and_evaluate_clis(trained: tuple[Path, dict], tmp_path: Path)
   assert out.returncode == 0, out.stderr[-2000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert (result['sentences'], result['skipped'], result['bleu']) == (2, 1, 100.0)
-  assert Path(result['hypotheses']).read_text().split('\n') == [hyps[0], '', hyps[1], '']
+  assert Path(result['hypotheses']).read_text().split('\n') == [
+    f'I see the cat.\t{hyps[0]}\tJe vois le chat.\t{hyps[0]}',
+    '\t\tRien.\t',  # an empty source: skipped, its references kept in their columns
+    f'We like the dog!\t{hyps[1]}\tNous aimons.\t{hyps[1]}',
+    '',
+  ]
   ref.write_text('Je vois le chat.\nNous aimons.\n')
   out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, cwd=ROOT)
   assert out.returncode == 1 and 'Traceback' not in out.stderr

@@ -3,7 +3,8 @@
 
 Under `<data.data_dir>/seq2seq_jax/`:
 - `tokenizers/<key>/`: the two tokenizer files, for a key made from the source files'
-  contents (`sources.fingerprint`), the direction, the splits and the tokenizer settings;
+  contents (`sources.fingerprint`), the direction, the splits (with the share and cap of
+  the held-out splits carved from the training pairs) and the tokenizer settings;
 - `encoded/<key>/`: `train_*.npy` and `val_*.npy` (padded ids and lengths, uint16 when the
   vocabularies allow; read back memory-mapped), `val_text.json` (the validation text, for
   BLEU) and `meta.json`, for a key made from the same plus the tokenizer files' bytes and
@@ -64,6 +65,7 @@ def tokenizer_settings(data_cfg) -> dict[str, Any]:  # noqa: ANN001
     'langs': [data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')],
     'train_split': data_cfg.train_split,
     'max_pairs': data_cfg.max_pairs,
+    **sources.heldout_settings(data_cfg),  # which pairs the carved splits leave to train
   }
   if kind == 'word':
     settings |= {'min_freq': data_cfg.min_freq, 'num_steps': data_cfg.num_steps}
@@ -83,6 +85,7 @@ def encoding_settings(data_cfg, tokenizer_files: str) -> dict[str, Any]:  # noqa
     'version': VERSION,
     'langs': [data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')],
     'splits': [data_cfg.train_split, data_cfg.val_split],
+    **sources.heldout_settings(data_cfg),
     'max_pairs': data_cfg.max_pairs,
     'tokenizers': tokenizer_files,
     'num_steps': data_cfg.num_steps,
@@ -300,6 +303,7 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
         _save_tokenizers(src, tgt, tmp, kind)
         return {'settings': tokenizer_settings(data_cfg), 'source': store.fingerprint}
 
+      sources.prepare(data_cfg)  # TFDS's preparation, timed and logged on its own
       t0 = time.perf_counter()
       logging.info('data: training the %s tokenizers (once for this source)', kind)
       write_atomically(tok_dir, write_tokenizers)
@@ -350,6 +354,7 @@ def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN0
   val = input_pipeline.EncodedPairs(**load_split(enc_dir, 'val'))
   max_len = int(meta['max_len'])
   src_lang, tgt_lang = input_pipeline.languages(data_cfg)
+  sources.report_slice(data_cfg)  # a slice of the small configs on another corpus: warned
   logging.info(
     'data: %d training pairs, %d validation pairs, max length %d, vocabularies %d (%s) / %d (%s)',
     len(train),

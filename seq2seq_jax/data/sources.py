@@ -11,7 +11,8 @@
 Splits are named as in TFDS, with slices (`train`, `full[:512]`, `validation[10:20]`).
 For text and TSV files, `full` is every pair of the training files in order; without
 validation/test files, `train`/`validation`/`test` are the deterministic partition by
-source sentence (`tatoeba.split_of`: 96/2/2). Bad input is a one-line error naming the
+source sentence (`tatoeba.carve`: 2% of the sources each, up to 5,000 each;
+`data.heldout_share`, `data.heldout_max_sources`). Bad input is a one-line error naming the
 file (and line), or a counted skip (a line empty on one side).
 
 `iter_pairs` gives a split in chunks: text and TSV files are read line by line (a chunk
@@ -24,6 +25,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,19 @@ def kind(data_cfg) -> str:  # noqa: ANN001
   return given[0] if given else 'manual_dir'
 
 
+def prepare(data_cfg) -> None:  # noqa: ANN001
+  """Prepares the source where that is a step of its own: a Tatoeba file becomes TFDS's
+  array_record files (once per file; `tatoeba.prepare` logs the time), so that what comes
+  after it (training the tokenizers) is timed without it. Other sources: nothing."""
+  if kind(data_cfg) == 'manual_dir':
+    from seq2seq_jax.data import tatoeba
+
+    manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
+    src_lang, tgt_lang = data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')
+    data_dir = os.path.expanduser(data_cfg.data_dir)
+    tatoeba.prepare(data_dir, manual_dir, src_lang, tgt_lang, heldout(data_cfg))
+
+
 CHUNK = 65536  # pairs per chunk of a stream
 
 
@@ -72,7 +87,12 @@ def iter_pairs(data_cfg, split: str, chunk: int = 0) -> Iterator[list[tuple[str,
 
     manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
     pairs = tatoeba.load_pairs(
-      split, data_dir=data_dir, manual_dir=manual_dir, src_lang=src_lang, tgt_lang=tgt_lang
+      split,
+      data_dir=data_dir,
+      manual_dir=manual_dir,
+      src_lang=src_lang,
+      tgt_lang=tgt_lang,
+      heldout=heldout(data_cfg),
     )
     yield from _chunked(iter(pairs), chunk)
     return
@@ -92,21 +112,112 @@ def iter_pairs(data_cfg, split: str, chunk: int = 0) -> Iterator[list[tuple[str,
       'validation': data_cfg.get('validation_prefix', ''),
       'test': data_cfg.get('test_prefix', ''),
     }
-    read = lambda prefix: stream_parallel(prefix, src_lang, tgt_lang)  # noqa: E731
+    read = lambda prefix, field='train_prefix': stream_parallel(  # noqa: E731
+      prefix, src_lang, tgt_lang, field
+    )
   if name not in ('full', 'train', 'validation', 'test'):
     raise SourceError(f'unknown split {split!r}; expected full, train, validation or test')
   if name in ('validation', 'test') and files.get(name):
-    pairs = read(files[name])
+    pairs = read(files[name], f'{name}_prefix')
   else:
-    from seq2seq_jax.data import tatoeba
-
     pairs = read(files['train'])
     carved = {s for s in ('validation', 'test') if not files.get(s)}  # held out of train
-    if name == 'train' and carved:
-      pairs = (p for p in pairs if tatoeba.split_of(p[0]) not in carved)
-    elif name in ('validation', 'test'):
-      pairs = (p for p in pairs if tatoeba.split_of(p[0]) == name)
+    if name != 'full' and carved:
+      found, labels = held_out(data_cfg)  # after `read`: the files are there
+      wanted = (lambda s: s not in carved) if name == 'train' else (lambda s: s == name)
+      if labels is None:
+        pairs = (p for p in pairs if wanted(found.split(p[0])))
+      else:  # the split of each pair, from the pass that carved them: no hashing again
+        pairs = (p for p, code in zip(pairs, labels, strict=True) if wanted(_SPLITS[code]))
   yield from _chunked(_window(pairs, window), chunk)
+
+
+def heldout(data_cfg) -> tuple[float, int]:  # noqa: ANN001
+  """`data.heldout_share` and `data.heldout_max_sources` (`tatoeba.carve`'s defaults for a
+  config without them: 2%, up to 5,000 sources)."""
+  from seq2seq_jax.data import tatoeba
+
+  share = data_cfg.get('heldout_share', tatoeba.SHARE)
+  return float(share), int(data_cfg.get('heldout_max_sources', tatoeba.MAX_SOURCES))
+
+
+def heldout_settings(data_cfg) -> dict[str, Any]:  # noqa: ANN001
+  """The held-out settings, for the prepared data's keys, when the source carves a split
+  out of its training pairs (a Tatoeba file, a TSV file, text files without validation or
+  test files); {} when it carves none."""
+  source = kind(data_cfg)
+  if source == 'tfds_name':
+    return {}
+  if source == 'train_prefix' and all(
+    data_cfg.get(f'{s}_prefix', '') for s in ('validation', 'test')
+  ):
+    return {}
+  share, max_sources = heldout(data_cfg)
+  return {'heldout_share': share, 'heldout_max_sources': max_sources}
+
+
+_SPLITS = ('train', 'validation', 'test')  # the codes of `held_out`'s labels
+_HELD_OUT: dict[tuple, tuple[Any, bytearray | None]] = {}  # by files (sizes, times), settings
+
+
+def held_out(data_cfg) -> tuple[Any, bytearray | None]:  # noqa: ANN001
+  """The held-out splits of a text or TSV source: a `tatoeba.Carving` and, when it took a
+  pass over the training files, the split of every pair (an index into `_SPLITS`, a byte
+  a pair), so that later passes need not hash the sources again. The pass (`tatoeba.carve`
+  over the sources of every training pair) is needed when the cap can bind (the training
+  files have more lines than `data.heldout_max_sources`); without it the carving is the
+  uncapped one. Once per process for the same files and settings."""
+  from seq2seq_jax.data import tatoeba
+
+  share, max_sources = heldout(data_cfg)
+  src_lang, tgt_lang = data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')
+  if kind(data_cfg) == 'tsv_file':
+    paths = [Path(data_cfg.tsv_file).expanduser()]
+    how = tuple(data_cfg.get('tsv_columns', (0, 1)))
+  else:
+    paths = [Path(f'{data_cfg.train_prefix}.{lang}').expanduser() for lang in (src_lang, tgt_lang)]
+    how = (src_lang, tgt_lang)
+  stats = tuple((str(p.absolute()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+  key = (stats, how, share, max_sources)
+  if key not in _HELD_OUT:
+    uncapped = tatoeba.carve(share, 0)  # (checks the settings)
+    if not max_sources or count_lines(paths[0]) <= max_sources:  # no split can exceed it
+      _HELD_OUT[key] = (uncapped, None)
+      return _HELD_OUT[key]
+    t0 = time.perf_counter()
+    labels = bytearray()  # 0: train, for every pair until its range says otherwise
+    inside: list[tuple[int, int]] = []  # (pair, position) of the pairs in a held-out range
+
+    def positions() -> Iterator[int]:
+      for block in iter_pairs(data_cfg, 'full'):
+        start = len(labels)
+        labels.extend(bytes(len(block)))
+        for i, (source, _) in enumerate(block, start):
+          position = tatoeba.split_position(source)
+          if position < 2 * uncapped.width:
+            inside.append((i, position))
+            yield position
+
+    found = tatoeba.carve(share, max_sources, positions())
+    for i, position in inside:
+      labels[i] = _SPLITS.index(found.split_at(position))
+    _HELD_OUT[key] = (found, labels)
+    capped = [
+      name
+      for name, end, full in (
+        ('validation', found.validation_end, 2 * found.width),
+        ('test', found.test_end, found.width),
+      )
+      if end < full
+    ]
+    logging.info(
+      'data: validation and test are %g%% of the sources%s (data.heldout_share, '
+      'data.heldout_max_sources; a pass over the training files in %.1f s)',
+      100 * share,
+      f', {" and ".join(capped)} capped at {max_sources:,}' if capped else '',
+      time.perf_counter() - t0,
+    )
+  return _HELD_OUT[key]
 
 
 def _window(pairs: Iterator[tuple[str, str]], window: slice) -> Iterator[tuple[str, str]]:
@@ -133,7 +244,7 @@ def fingerprint(data_cfg) -> str:  # noqa: ANN001
 
     manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
     found = tatoeba.resolve(manual_dir, src_lang, tgt_lang)
-    return f'tatoeba:{tatoeba.builder_config(found).name}'
+    return f'tatoeba:{tatoeba.builder_config(found, heldout(data_cfg)).name}'
   if source == 'tfds_name':
     import tensorflow_datasets as tfds
 
@@ -152,10 +263,7 @@ def fingerprint(data_cfg) -> str:  # noqa: ANN001
   for field in ('train_prefix', 'validation_prefix', 'test_prefix'):
     prefix = data_cfg.get(field, '')
     if prefix:
-      paths = [
-        _existing(f'{prefix}.{src_lang}', 'the source file'),
-        _existing(f'{prefix}.{tgt_lang}', 'the target file'),
-      ]
+      paths = _parallel_files(prefix, src_lang, tgt_lang, field)
       parts.append(f'{field}={prepared.file_digest(*paths)}')
   return 'text:' + ','.join(parts)
 
@@ -167,6 +275,82 @@ def parse_split(split: str) -> tuple[str, slice]:
     raise SourceError(f'cannot read the split {split!r}: expected NAME or NAME[START:STOP]')
   start, stop = match['start'], match['stop']
   return match['name'], slice(int(start) if start else None, int(stop) if stop else None)
+
+
+def book_corpus(data_cfg) -> bool:  # noqa: ANN001
+  """Whether the source is the book's corpus: a Tatoeba file of English and French."""
+  langs = {
+    language_key(data_cfg.get('src_lang', 'en')),
+    language_key(data_cfg.get('tgt_lang', 'fr')),
+  }
+  return kind(data_cfg) == 'manual_dir' and langs == {'en', 'fr'}
+
+
+def describe(data_cfg) -> str:  # noqa: ANN001
+  """The source in a few words, for the log: its file(s) or the TFDS dataset's name."""
+  source = kind(data_cfg)
+  if source == 'manual_dir':
+    from seq2seq_jax.data import tatoeba
+
+    manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
+    path = tatoeba.resolve(
+      manual_dir, data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')
+    ).path
+    return str(path) if path else f"the book's {tatoeba.URL.rsplit('/', 1)[-1]}"
+  if source == 'tfds_name':
+    return f'the TFDS dataset {data_cfg.tfds_name!r}'
+  if source == 'tsv_file':
+    return str(data_cfg.tsv_file)
+  src_lang, tgt_lang = data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')
+  return f'{data_cfg.train_prefix}.{{{src_lang},{tgt_lang}}}'
+
+
+def count_pairs(data_cfg, split: str) -> int:  # noqa: ANN001
+  """How many pairs a split of the source holds: from the index of a Tatoeba or TFDS split,
+  by reading the files (streamed) for text and TSV files."""
+  source = kind(data_cfg)
+  data_dir = os.path.expanduser(data_cfg.data_dir)
+  if source == 'manual_dir':
+    from seq2seq_jax.data import tatoeba
+
+    manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
+    langs = {'src_lang': data_cfg.get('src_lang', 'en'), 'tgt_lang': data_cfg.get('tgt_lang', 'fr')}
+    return len(
+      tatoeba.load(
+        split, data_dir=data_dir, manual_dir=manual_dir, heldout=heldout(data_cfg), **langs
+      )
+    )
+  if source == 'tfds_name':
+    import tensorflow_datasets as tfds
+
+    return len(tfds.builder(data_cfg.tfds_name, data_dir=data_dir).as_data_source(split=split))
+  return sum(len(chunk) for chunk in iter_pairs(data_cfg, split))
+
+
+def report_slice(data_cfg) -> None:  # noqa: ANN001
+  """Says in the log what a sliced `data.train_split` (`full[:64]`) keeps of the source:
+  at info level for the book's corpus, which the small configs' slices were written for;
+  as a warning for any other corpus, with the flags that train on all of it (README,
+  "Configs"). A split without a slice logs nothing."""
+  split = data_cfg.train_split
+  name, window = parse_split(split)
+  if window == slice(None):
+    return
+  kept, total = count_pairs(data_cfg, split), count_pairs(data_cfg, name)
+  of = f'{total:,} pairs of {describe(data_cfg)}' + ('' if name == 'full' else f' ({name!r})')
+  if kept >= total:
+    logging.info('data: data.train_split=%r keeps all the %s', split, of)
+  elif book_corpus(data_cfg):
+    logging.info('data: data.train_split=%r keeps %s of the %s', split, f'{kept:,}', of)
+  else:
+    logging.warning(
+      "data: data.train_split=%r keeps %s of the %s, a slice sized for the book's corpus "
+      '(configs/tiny.py and configs/d2l.py set one); to train on all of yours pass '
+      '--config.data.train_split=train --config.data.val_split=validation',
+      split,
+      f'{kept:,}',
+      of,
+    )
 
 
 def language_key(code: str) -> str:
@@ -234,11 +418,34 @@ def _keep(pairs: Iterator[tuple[str, str]], name: str) -> Iterator[tuple[str, st
     logging.warning('%s: skipped %d lines empty on one side only', name, one_sided)
 
 
-def stream_parallel(prefix: str, src_lang: str, tgt_lang: str) -> Iterator[tuple[str, str]]:
+def _parallel_files(prefix: str, src_lang: str, tgt_lang: str, field: str) -> tuple[Path, Path]:
+  """`PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` of the prefix that `data.<field>` gives; a
+  missing one is a one-line error naming the field (and, for the optional validation and
+  test prefixes, what a run does without them)."""
+  found = []
+  for side, lang in (('source', src_lang), ('target', tgt_lang)):
+    path = Path(f'{prefix}.{lang}').expanduser()
+    if not path.is_file():
+      message = f'the {side} file {path} does not exist (data.{field}={prefix!r})'
+      if field != 'train_prefix':
+        split = field.removesuffix('_prefix')
+        message += (
+          f'; data.{field} is optional: without it the {split} split is carved from the '
+          f'training files by source sentence, so drop --config.data.{field} or create '
+          f'{prefix}.{src_lang} and {prefix}.{tgt_lang}'
+        )
+      raise SourceError(message)
+    found.append(path)
+  return found[0], found[1]
+
+
+def stream_parallel(
+  prefix: str, src_lang: str, tgt_lang: str, field: str = 'train_prefix'
+) -> Iterator[tuple[str, str]]:
   """Pairs from `PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` (same line counts, checked
-  before the first pair), read line by line."""
-  src_path = _existing(f'{prefix}.{src_lang}', 'the source file')
-  tgt_path = _existing(f'{prefix}.{tgt_lang}', 'the target file')
+  before the first pair), read line by line; `field` is the config field that named the
+  prefix (for the error when a file is missing)."""
+  src_path, tgt_path = _parallel_files(prefix, src_lang, tgt_lang, field)
   src_count, tgt_count = count_lines(src_path), count_lines(tgt_path)
   if src_count != tgt_count:
     raise SourceError(

@@ -4,10 +4,12 @@ A manythings file (`fra.txt`, `deu.txt`, ... or its zip `fra-eng.zip`) pairs Eng
 one other language: `English<TAB>Other[<TAB>attribution]`. The builder `Tatoeba`
 ('tatoeba') reads one such file and writes four splits that keep file order: `full` (every
 valid pair) and `train`/`validation`/`test`, a deterministic partition keyed on the
-preprocessed *source* sentence (`split_of`), so that all translations of one source land
-in the same split. Each source file and direction is its own builder config, named by the
-language, the source side and the sha1 of the file's text
-(`<data_dir>/tatoeba/fr_from_en_94646ad1522d915e/`), so different files live side by side
+preprocessed *source* sentence (`carve`: 2% of the sources each for validation and test,
+up to 5,000 sources each), so that all translations of one source land in the same split.
+Each source file and direction is its own builder config, named by the language, the
+source side and the sha1 of the file's text
+(`<data_dir>/tatoeba/fr_from_en_94646ad1522d915e/`; other held-out settings than the
+defaults add them: `..._held0p01_max1000`), so different files live side by side
 in one cache and a file that changed is prepared anew, never read stale. Only TFDS is
 needed, not TensorFlow: `load`/`load_pairs` prepare it as array_record and read it back by
 random access.
@@ -16,11 +18,15 @@ random access.
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import hashlib
+import heapq
 import socket
+import sys
 import threading
+import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -83,14 +89,97 @@ class Parsed(NamedTuple):
   first_skipped: int | None  # 1-based line number of the first skipped line
 
 
-def split_of(source: str) -> str:
-  """The split ('train', 'validation' or 'test') of a pair, from its source sentence."""
-  h = int(hashlib.md5(text.preprocess(source).encode('utf-8')).hexdigest(), 16) % 100
-  if h < 2:
-    return 'test'
-  if h < 4:
-    return 'validation'
-  return 'train'
+# Held-out splits carved from the training pairs: each of validation and test takes this
+# share of the source sentences, up to this many distinct sources (0: no cap). The book's
+# file (3,400 pairs of 2,400 sources in validation, 2,200 sources in test, English to
+# French; 3,150 each French to English) is under the cap: its split is the uncapped one.
+SHARE = 0.02
+MAX_SOURCES = 5000
+_FINE = 1 << 64  # positions within a percentile
+
+
+def split_position(source: str) -> int:
+  """Where a source sentence lies on the line [0, 100 * 2**64) that the held-out splits
+  cut: the md5 of its preprocessed text modulo 100 (its percentile), then 64 more of its
+  bits (its place within the percentile)."""
+  h = int.from_bytes(hashlib.md5(text.preprocess(source).encode('utf-8')).digest())
+  return (h % 100) * _FINE + (h // 100) % _FINE
+
+
+@dataclasses.dataclass(frozen=True)
+class Carving:
+  """The held-out splits as ranges of `split_position`: test `[0, test_end)`, validation
+  `[width, validation_end)`, where `width` is the share's (2%: the percentiles 0-1 and
+  2-3) and an end below `width` (or `2 * width`) is a cap: the sources above it stay in
+  training."""
+
+  width: int
+  test_end: int
+  validation_end: int
+
+  def split(self, source: str) -> str:
+    """The split ('train', 'validation' or 'test') of a pair, from its source sentence."""
+    return self.split_at(split_position(source))
+
+  def split_at(self, position: int) -> str:
+    """The split of a source at this `split_position`."""
+    if position < self.width:
+      return 'test' if position < self.test_end else 'train'
+    if position < 2 * self.width:
+      return 'validation' if position < self.validation_end else 'train'
+    return 'train'
+
+
+def _width(share: float, max_sources: int) -> int:
+  """The share's range of `split_position`s; one-line errors for settings that cannot be."""
+  exact = fractions.Fraction(str(share))  # 0.02 exactly: the book's 2 percentiles
+  if not 0 < exact <= fractions.Fraction(1, 2):
+    raise errors.UserError(f'data.heldout_share must be above 0 and at most 0.5, got {share}')
+  if max_sources < 0:
+    raise errors.UserError(
+      f'data.heldout_max_sources must be 0 (no cap) or more, got {max_sources}'
+    )
+  return int(exact * 100 * _FINE)
+
+
+def carve(
+  share: float = SHARE, max_sources: int = MAX_SOURCES, positions: Iterable[int] = ()
+) -> Carving:
+  """Validation and test, each `share` of the sources and, when its range holds more than
+  `max_sources` distinct ones among `positions` (the `split_position` of every training
+  pair's source, repeats allowed), only its `max_sources` lowest: the rest goes back to
+  training. The same corpus and settings give the same splits, disjoint by source; a
+  corpus under the cap keeps the uncapped split. One pass over `positions`, holding at
+  most `max_sources + 1` of them per split."""
+  width = _width(share, max_sources)
+  ends = {'test': width, 'validation': 2 * width}
+  if max_sources:
+    lowest: dict[str, tuple[list[int], set[int]]] = {name: ([], set()) for name in ends}
+    for position in positions:
+      if position >= 2 * width:
+        continue
+      heap, kept = lowest['test' if position < width else 'validation']  # max-heap (negated)
+      if position in kept:
+        continue
+      if len(heap) <= max_sources:
+        heapq.heappush(heap, -position)
+        kept.add(position)
+      elif position < -heap[0]:
+        kept.discard(-heapq.heapreplace(heap, -position))
+        kept.add(position)
+    for name, (heap, _) in lowest.items():
+      if len(heap) > max_sources:  # the (max_sources + 1)-th lowest: held out below it
+        ends[name] = -heap[0]
+  return Carving(width, ends['test'], ends['validation'])
+
+
+_UNCAPPED = carve(SHARE, 0)
+
+
+def split_of(source: str, carving: Carving | None = None) -> str:
+  """The split ('train', 'validation' or 'test') of a pair, from its source sentence
+  (by default the uncapped 2% each, the split of any corpus under the cap)."""
+  return (carving or _UNCAPPED).split(source)
 
 
 def parse_pairs(data: bytes, name: str = 'fra.txt') -> Parsed:
@@ -169,11 +258,23 @@ def resolve(manual_dir: str | Path | None, src_lang: str = 'en', tgt_lang: str =
   for name in (f'{code}.txt', f'{code}-eng.zip'):
     if (path / name).is_file():
       return Source(lang, src == 'en', path / name)
-  others = sorted(p.name for p in path.iterdir() if _file_language(p) not in (None, 'en'))
-  also = f' (it holds {", ".join(others)})' if others else ''
+  missing = f'the manual directory {path} holds no {code}.txt or {code}-eng.zip ({_holds(path)})'
+  if lang == 'fr':  # the book's pair: its zip is the one to get
+    raise DataUnavailableError(_unavailable_message(missing))
   raise DataUnavailableError(
-    _unavailable_message(f'the manual directory {path} holds no {code}.txt or {code}-eng.zip{also}')
+    f'{missing}. Files of English and another language come from {ANKI_URL}: get '
+    f'{code}-eng.zip there, put it (or the {code}.txt it holds) in {path}, or pass '
+    '--config.data.manual_dir=FILE'
   )
+
+
+def _holds(directory: Path, most: int = 8) -> str:
+  """What a directory holds, for a message: 'it holds a, b and 3 more' or 'it is empty'."""
+  names = sorted(p.name for p in directory.iterdir())
+  if not names:
+    return 'it is empty'
+  more = f' and {len(names) - most} more' if len(names) > most else ''
+  return f'it holds {", ".join(names[:most])}{more}'
 
 
 def _file_language(path: Path) -> str | None:
@@ -247,27 +348,44 @@ def _unavailable_message(reason: str) -> str:
 class TatoebaConfig(tfds.core.BuilderConfig):
   """One source file (by the sha1 of its text) and direction; see `builder_config`."""
 
-  def __init__(self, *, name: str, source: Source, **kwargs: Any):
+  def __init__(
+    self,
+    *,
+    name: str,
+    source: Source,
+    heldout: tuple[float, int] = (SHARE, MAX_SOURCES),
+    **kwargs: Any,
+  ):
     super().__init__(name=name, **kwargs)
     self.source = source
+    self.heldout = heldout
 
 
-def builder_config(source: Source) -> TatoebaConfig:
+def builder_config(
+  source: Source, heldout: tuple[float, int] = (SHARE, MAX_SOURCES)
+) -> TatoebaConfig:
   """`<lang>_from_<source language>_<sha1 of the text, 16 digits>`; `..._d2l` for the
-  downloaded book zip."""
+  downloaded book zip; held-out settings (share, most sources) other than the defaults
+  are added (`..._held0p01_max1000`)."""
   digest = source_sha1(source.path, source.lang)[:16] if source.path else 'd2l'
   src = source.keys[0]
-  return TatoebaConfig(name=f'{source.lang}_from_{src}_{digest}', source=source)
+  name = f'{source.lang}_from_{src}_{digest}'
+  share, max_sources = float(heldout[0]), int(heldout[1])
+  _width(share, max_sources)  # bad settings: a one-line error before anything is prepared
+  if (share, max_sources) != (SHARE, MAX_SOURCES):
+    name += f'_held{share:g}_max{max_sources}'.replace('.', 'p')
+  return TatoebaConfig(name=name, source=source, heldout=(share, max_sources))
 
 
 class Tatoeba(tfds.core.GeneratorBasedBuilder):
   """Tatoeba pairs of English and one other language (manythings.org/anki; the book's
   `MTFraEng` for French)."""
 
-  VERSION = tfds.core.Version('2.0.0')
+  VERSION = tfds.core.Version('3.0.0')
   RELEASE_NOTES = {
     '1.0.0': "'fra_eng': full split plus a train/validation/test split by English source.",
     '2.0.0': 'Any manythings language and either direction; a config per source file.',
+    '3.0.0': 'Validation and test capped (5,000 sources each by default; the book unchanged).',
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
     f'Optional: put a file such as fra.txt (from {ANKI_URL}) or fra-eng.zip (from {URL}) in '
@@ -326,9 +444,11 @@ class Tatoeba(tfds.core.GeneratorBasedBuilder):
     )
     indexed = list(enumerate(parsed.pairs))
     side = 0 if source.english_source else 1
+    positions = [split_position(pair[side]) for pair in parsed.pairs]
+    carving = carve(*self.builder_config.heldout, positions=positions)
     by_split = {name: [] for name in SPLITS[1:]}
-    for item in indexed:
-      by_split[split_of(item[1][side])].append(item)
+    for item, position in zip(indexed, positions, strict=True):
+      by_split[carving.split_at(position)].append(item)
     by_split['full'] = indexed
     empty = [name for name in SPLITS if not by_split[name]]
     if empty:  # TFDS cannot write an empty split; `load` reads a missing one as empty.
@@ -386,15 +506,23 @@ class PairSource(Sequence[dict[str, Any]]):
 
 
 def prepare(
-  data_dir: str, manual_dir: str | None = None, src_lang: str = 'en', tgt_lang: str = 'fr'
+  data_dir: str,
+  manual_dir: str | None = None,
+  src_lang: str = 'en',
+  tgt_lang: str = 'fr',
+  heldout: tuple[float, int] = (SHARE, MAX_SOURCES),
 ) -> Tatoeba:
   """The 'tatoeba' builder of this source and direction at `data_dir`, prepared (as
-  array_record) if it was not yet. Its config is named by the source file's text, so a
-  changed or different file gets its own prepared copy beside the others."""
+  array_record) if it was not yet. Its config is named by the source file's text (and
+  the `heldout` share and cap of `carve`, when not the defaults), so a changed or
+  different file gets its own prepared copy beside the others."""
   source = resolve(manual_dir, src_lang, tgt_lang)
-  config = builder_config(source)
+  config = builder_config(source, heldout)
   builder = Tatoeba(data_dir=data_dir, config=config)
   if not builder.is_prepared():
+    if not sys.stderr.isatty():  # a log file: TFDS's bars would leave `[A` codes there
+      tfds.disable_progress_bar()
+    t0 = time.perf_counter()
     try:
       builder.download_and_prepare(file_format='array_record')
     except Exception:
@@ -404,6 +532,9 @@ def prepare(
       if not builder.is_prepared():
         raise
       logging.info('tatoeba: %s was prepared by another process meanwhile', config.name)
+    else:
+      seconds = time.perf_counter() - t0
+      logging.info('data: prepared the TFDS dataset tatoeba/%s in %.1f s', config.name, seconds)
   return builder
 
 
@@ -414,12 +545,13 @@ def load(
   manual_dir: str | None = None,
   src_lang: str = 'en',
   tgt_lang: str = 'fr',
+  heldout: tuple[float, int] = (SHARE, MAX_SOURCES),
 ) -> PairSource:
   """A random-access source of `split` (e.g. 'train', 'full[:512]'), preparing it if needed."""
   name = split.split('[', 1)[0]
   if name not in SPLITS:
     raise ValueError(f'unknown tatoeba split {split!r}; expected one of {SPLITS}')
-  builder = prepare(data_dir, manual_dir, src_lang, tgt_lang)
+  builder = prepare(data_dir, manual_dir, src_lang, tgt_lang, heldout)
   keys = builder.builder_config.source.keys
   if name not in builder.info.splits:
     return PairSource([], keys)  # No pair fell in this split (tiny data): TFDS wrote none.

@@ -63,12 +63,15 @@ def evaluate_bleu(
   num_samples: int,
 ) -> tuple[dict[str, float], list[dict]]:
   """Corpus BLEU and chrF of greedy translations of (a fixed prefix of) the validation
-  pairs, with all references of a repeated source together."""
+  pairs, with all references of a repeated source together. Sources are encoded,
+  translated and decoded a batch at a time: only the hypotheses' text is kept."""
   refs = scoring.group_references(data.val.sources, data.val.targets)
   sources = list(refs)[:max_sentences] if max_sentences else list(refs)
-  src_ids = [data.src_tok.encode(s)[: data.max_len] for s in sources]
-  outs = translate_ids(greedy_fn, params, src_ids, data.max_len, batch_size)
-  hyps = [data.tgt_tok.decode(o) for o in outs]
+  hyps = []
+  for start in range(0, len(sources), batch_size):
+    src_ids = [data.src_tok.encode(s)[: data.max_len] for s in sources[start : start + batch_size]]
+    outs = translate_ids(greedy_fn, params, src_ids, data.max_len, batch_size)
+    hyps += [data.tgt_tok.decode(o) for o in outs]
   references = [refs[s] for s in sources]
   scores = scoring.score_translations(hyps, references, data.score_form)
   samples = [

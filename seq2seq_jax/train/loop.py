@@ -13,15 +13,22 @@ pieces (`experiment.prepare`), builds the run (`single.SingleRun`, or a
                                               without a better BLEU
   at the end          evaluate, save, close, run.finish(...)   result.json, examples
 
-A run resumes itself from its workdir when it is built. A new training feature that
-changes the cadence is written here once, for single runs and populations alike.
+A run resumes itself from its workdir when it is built. A run that fails before its
+first step (bad data, a bad config) removes the workdir it created (`_undone_on_failure`);
+a workdir that was there before is left as it was. A new training feature that changes
+the cadence is written here once, for single runs and populations alike.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import ml_collections
@@ -94,6 +101,26 @@ class _SideTime:
       self.seconds += time.monotonic() - t0
 
 
+@contextlib.contextmanager
+def _undone_on_failure(workdir: str) -> Iterator[None]:
+  """Removes the workdir when the block fails and the workdir did not exist before it (with
+  the folders above it that were made for it, when empty); one that existed is left as it
+  was. What the block wrote there (tokenizers, config.json) is of no use without a run."""
+  path = Path(workdir).absolute()
+  made = [p for p in (path, *path.parents) if not p.exists()]  # the workdir, then upwards
+  try:
+    yield
+  except BaseException:
+    if made:
+      shutil.rmtree(path, ignore_errors=True)
+      for parent in made[1:]:
+        try:
+          os.rmdir(parent)
+        except OSError:
+          break  # not empty (or gone): someone else's now
+    raise
+
+
 def make_run(exp: experiment.Experiment) -> Run:
   if population.size(exp.config) > 1:  # N models in one vmapped step
     return population_run.PopulationRun(exp)
@@ -101,16 +128,19 @@ def make_run(exp: experiment.Experiment) -> Run:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (resuming from `workdir` when it holds a checkpoint); returns final metrics."""
-  exp = experiment.prepare(config, workdir)
-  run = make_run(exp)
-  tcfg, batcher = config.train, exp.batcher
-  total_steps = exp.total_steps
-  eval_every = tcfg.eval_every_steps or batcher.batches_per_epoch
-  ckpt_every = tcfg.checkpoint_every_steps or batcher.batches_per_epoch
+  """Trains (resuming from `workdir` when it holds a checkpoint); returns final metrics.
+  A failure before the first step leaves no workdir behind that this call created."""
+  tcfg = config.train
   patience = int(tcfg.get('patience', 0))
   if patience < 0:
     raise ValueError(f'train.patience must be 0 (off) or positive, got {patience}')
+  with _undone_on_failure(workdir):
+    exp = experiment.prepare(config, workdir)
+    run = make_run(exp)
+  batcher = exp.batcher
+  total_steps = exp.total_steps
+  eval_every = tcfg.eval_every_steps or batcher.batches_per_epoch
+  ckpt_every = tcfg.checkpoint_every_steps or batcher.batches_per_epoch
   side = _SideTime()
 
   def early_stop() -> str | None:  # the same on every process: main decides the best

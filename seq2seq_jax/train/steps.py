@@ -157,7 +157,11 @@ def loss_terms(
   logits = model.apply(
     {'params': params}, batch['src'], batch['src_len'], batch['tgt_in'], train=train, rngs=rngs
   )
-  labels = batch['tgt_out']
+  return _sums(logits, batch['tgt_out'], label_smoothing)
+
+
+def _sums(logits: Array, labels: Array, label_smoothing: float = 0.0) -> tuple[Array, Metrics]:
+  """The summed (masked) loss and the metric sums of logits against their labels."""
   mask = (labels != text.PAD_ID).astype(jnp.float32)
   loss, nll = token_losses(logits, labels, label_smoothing)
   correct = is_argmax(logits, labels).astype(jnp.float32)
@@ -236,9 +240,53 @@ def train_step(
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
+EVAL_LOGITS_BYTES = 1 << 27  # the float32 logits of an evaluation slice: at most 128 MiB
+
+
+def eval_slices(rows: int, width: int, vocab: int, logits_bytes: int = EVAL_LOGITS_BYTES) -> int:
+  """Into how many slices `eval_step` cuts a batch of `rows` x `width` target tokens: the
+  fewest (a divisor of `rows`) whose float32 logits take at most `logits_bytes` each."""
+  per_row = width * vocab * 4
+  for k in range(1, rows + 1):
+    if rows % k == 0 and rows // k * per_row <= logits_bytes:
+      return k
+  return rows  # one row is over the bound already: a row at a time
+
+
 def eval_step(
-  params: Any, batch: Batch, *, model: nn.Module, axis_name: str | None = None
+  params: Any,
+  batch: Batch,
+  *,
+  model: nn.Module,
+  axis_name: str | None = None,
+  logits_bytes: int = EVAL_LOGITS_BYTES,
 ) -> Metrics:
-  """Metric sums over one batch (no dropout)."""
-  _, metrics = loss_terms(model, params, batch, train=False)
-  return _psum(metrics, axis_name)
+  """Metric sums over one batch (no dropout). The encoder and the decoder's recurrent
+  layers run on the whole batch; the output layer and the loss run on slices of its rows
+  (`eval_slices`, one after another in a `lax.map`), so that an evaluation holds at most
+  `logits_bytes` of logits at a time, whatever `eval.batch_size`, the lengths and the
+  vocabulary: the same sums as one pass over the batch."""
+  rows, width = batch['tgt_out'].shape
+  vocab = getattr(getattr(model, 'decoder', None), 'vocab_size', 0)
+  slices = eval_slices(rows, width, vocab, logits_bytes) if vocab else 1
+  if slices == 1 or not hasattr(model, 'features'):
+    _, metrics = loss_terms(model, params, batch, train=False)
+    return _psum(metrics, axis_name)
+  feats = model.apply(
+    {'params': params},
+    batch['src'],
+    batch['src_len'],
+    batch['tgt_in'],
+    train=False,
+    method=type(model).features,
+  )
+
+  def sliced(x: Array) -> Array:  # slice i: rows i, i + K, ... (local to each device's block)
+    return x.reshape(rows // slices, slices, *x.shape[1:]).swapaxes(0, 1)
+
+  def one(xs: tuple[Array, Array]) -> Metrics:
+    logits = model.apply({'params': params}, xs[0], method=type(model).project)
+    return _sums(logits, xs[1])[1]
+
+  per_slice = jax.lax.map(one, (sliced(feats), sliced(batch['tgt_out'])))
+  return _psum(jax.tree.map(lambda v: jnp.sum(v, axis=0), per_slice), axis_name)
