@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make train   trains the default config on the real data, then translates a few sentences
 #   make test    ruff (format + lint) and the test suite
-# `make d2l` is the book's one-minute run; `make benchmark` and `make compare-torch` measure
+# `make d2l` is the book's run (about 35 s); `make evaluate`/`make translate WORKDIR=DIR` use a
+# trained workdir; `make benchmark` and `make compare-torch` measure
 # speed (docs/performance.md). All targets create .venv on first use.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ WORKDIR ?= workdirs/default
 CONFIG ?= configs/default.py
 ARGS ?=
 
-.PHONY: venv venv-torch train d2l benchmark compare-torch gpu-check gpu-wheels test lint clean
+.PHONY: venv venv-torch train d2l evaluate translate benchmark compare-torch gpu-check gpu-wheels test lint clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +30,14 @@ train: venv
 
 d2l: venv
 	$(PY) train.py --config=configs/d2l.py --workdir=workdirs/d2l --config.data.manual_dir=$(DATA) $(ARGS)
+
+# A trained workdir on its test split (greedy, then beam 4), and translation of standard input.
+evaluate: venv
+	$(PY) -m seq2seq_jax.evaluate --workdir=$(WORKDIR) --split=test $(ARGS)
+	$(PY) -m seq2seq_jax.evaluate --workdir=$(WORKDIR) --split=test --beam_size=4 $(ARGS)
+
+translate: venv
+	@$(PY) -m seq2seq_jax.translate --workdir=$(WORKDIR) $(ARGS)
 
 benchmark: venv
 	$(PY) -m seq2seq_jax.benchmark $(ARGS)
@@ -69,7 +78,7 @@ lint: venv
 
 # Two workers (one per core here), each test file on one worker (its module fixtures once).
 test: lint
-	$(VENV)/bin/pytest -n auto --dist loadfile tests
+	$(VENV)/bin/pytest -n auto --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) .venv-torch workdirs .pytest_cache .ruff_cache

@@ -117,7 +117,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Populations: N models in one vmapped step on shared batches (see docs/research.md).
   config.population = ml_collections.ConfigDict()
-  config.population.size = 1  # > 1: train that many members together (seq2seq_jax/train/population.py)
+  config.population.size = 1  # > 1: train that many members at once (train/population.py)
   config.population.learning_rates = ()  # one per member; () = train.learning_rate for all
   config.population.seeds = ()  # one per member (init and dropout); () = seed, seed + 1, ...
   # Members vectorised together in the one program: 0 = all (one vmap), k = groups of k,
