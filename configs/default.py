@@ -44,7 +44,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.tfds_name = ''  # e.g. 'wmt14_translate/de-en', prepared in data_dir
   config.data.train_split = 'train'
   config.data.val_split = 'validation'
-  config.data.test_split = 'test'
   # Validation and test carved from the training pairs (a Tatoeba or TSV file, text files
   # without their own): each takes this share of the source sentences (a stable hash of
   # the source), up to `heldout_max_sources` distinct sources (0 = no cap); sources past the

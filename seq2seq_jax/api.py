@@ -13,10 +13,11 @@
     state, metrics = train_step(state, batch, dropout_key)
   s2s.translate(model, state.params, data, ['go .', 'i lost .'])
 
-Everything here is a thin, documented door into the library's modules: `steps` (the pure
-`train_step`/`eval_step`, which take and return values and never touch globals),
-`models`, `input_pipeline`, `decode`, `inference` (a trained workdir), `population`
-(N models in one vmapped step) and `trainer` (the whole loop, as `train.py` runs it).
+Everything here is a thin, documented door into the library's modules: `train.steps` (the
+pure `train_step`/`eval_step`, which take and return values and never touch globals),
+`models`, `data.input_pipeline`, `decoding` (greedy, beam and ensemble search), `inference`
+(a trained workdir), `train.population` (N models in one vmapped step) and `train.loop`
+(the whole loop, as `train.py` runs it).
 Swap any part: the steps accept any Flax module with the `EncoderDecoder` methods and
 any Optax transformation.
 

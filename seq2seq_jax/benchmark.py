@@ -1,5 +1,5 @@
-"""`python -m seq2seq_jax.benchmark`: the speed benchmark's command (a contract of
-DESIGN.md); the code is `seq2seq_jax/benchmarks/speed.py`."""
+"""`python -m seq2seq_jax.benchmark`: the speed benchmark's command (README.md,
+"Architecture"); the code is `seq2seq_jax/benchmarks/speed.py`."""
 
 from seq2seq_jax import cli
 from seq2seq_jax.benchmarks import speed

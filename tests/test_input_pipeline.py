@@ -233,15 +233,15 @@ def test_batcher_rejects_empty_data() -> None:
     ip.Batcher(empty, 8, seed=0)
 
 
-def test_auto_buckets_and_length_quantile() -> None:
+def test_auto_buckets_and_quantile_length() -> None:
   lengths = np.array([2, 3, 3, 4, 5, 5, 6, 7, 8, 9])
   buckets = ip.auto_buckets(lengths, 9, num_buckets=4)
   assert buckets[-1] == 9 and list(buckets) == sorted(set(buckets))
   assert all(0 < b <= 9 for b in buckets) and len(buckets) <= 4
   assert ip.auto_buckets(np.array([], int), 7) == (7,)
-  longest = max(max(s, t) for s, t in _lengths(PAIRS))
-  assert ip.length_quantile(PAIRS, SRC_TOK, TGT_TOK, 1.0) == longest
-  q = ip.length_quantile(PAIRS, SRC_TOK, TGT_TOK, 0.5)
+  pair_lengths = np.array([max(s, t) for s, t in _lengths(PAIRS)])
+  assert ip.quantile_length(pair_lengths, 1.0) == pair_lengths.max()
+  q = ip.quantile_length(pair_lengths, 0.5)
   kept = sum(max(s, t) <= q for s, t in _lengths(PAIRS))
   assert kept >= len(PAIRS) / 2 > sum(max(s, t) <= q - 1 for s, t in _lengths(PAIRS))
 

@@ -25,6 +25,10 @@ def _config(tmp_path: Path, **data: object):
   return config
 
 
+def _load_pairs(data, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
+  return [pair for chunk in sources.iter_pairs(data, split) for pair in chunk]
+
+
 def _write_parallel(prefix: Path, pairs: list[tuple[str, str]], src='de', tgt='en') -> Path:
   prefix.parent.mkdir(parents=True, exist_ok=True)
   Path(f'{prefix}.{src}').write_text(''.join(s + '\n' for s, _ in pairs), encoding='utf-8')
@@ -34,7 +38,7 @@ def _write_parallel(prefix: Path, pairs: list[tuple[str, str]], src='de', tgt='e
 
 def _refused(config, match: str) -> None:  # noqa: ANN001
   with pytest.raises(sources.SourceError, match=match):
-    sources.load_pairs(config.data, 'train')
+    _load_pairs(config.data, 'train')
 
 
 PAIRS = [(f'Satz Nummer {i}.', f'Sentence number {i}.') for i in range(400)]
@@ -44,20 +48,20 @@ def test_parallel_files_split_by_source_without_held_out_files(tmp_path: Path) -
   pairs = [*PAIRS[:10], ('', 'only English'), ('nur Deutsch', ''), ('', ''), *PAIRS[10:]]
   prefix = _write_parallel(tmp_path / 'corpus' / 'train', pairs)
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
-  full = sources.load_pairs(config.data, 'full')
+  full = _load_pairs(config.data, 'full')
   assert full == PAIRS  # the one-sided and empty lines skipped
-  splits = {n: sources.load_pairs(config.data, n) for n in ('train', 'validation', 'test')}
+  splits = {n: _load_pairs(config.data, n) for n in ('train', 'validation', 'test')}
   assert all(splits.values()) and sum(map(len, splits.values())) == len(PAIRS)
   for name, some in splits.items():
     assert some == [p for p in PAIRS if tatoeba.split_of(p[0]) == name]
-  assert sources.load_pairs(config.data, 'full[5:8]') == PAIRS[5:8]
-  assert sources.load_pairs(config.data, 'train[:3]') == splits['train'][:3]
+  assert _load_pairs(config.data, 'full[5:8]') == PAIRS[5:8]
+  assert _load_pairs(config.data, 'train[:3]') == splits['train'][:3]
   # A validation file of its own: the test split is still carved out of train.
   val = _write_parallel(tmp_path / 'corpus' / 'dev', PAIRS[:5])
   config.data.validation_prefix = str(val)
-  assert sources.load_pairs(config.data, 'validation') == PAIRS[:5]
-  assert sources.load_pairs(config.data, 'test') == splits['test']
-  train = sources.load_pairs(config.data, 'train')
+  assert _load_pairs(config.data, 'validation') == PAIRS[:5]
+  assert _load_pairs(config.data, 'test') == splits['test']
+  train = _load_pairs(config.data, 'train')
   assert train == [p for p in PAIRS if tatoeba.split_of(p[0]) != 'test']
 
 
@@ -65,19 +69,19 @@ def test_streams_in_chunks_of_any_size(tmp_path: Path, monkeypatch: pytest.Monke
   pairs = [*PAIRS[:10], ('nur Deutsch', ''), *PAIRS[10:50]]
   prefix = _write_parallel(tmp_path / 'train', pairs)
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
-  whole = sources.load_pairs(config.data, 'train')
+  whole = _load_pairs(config.data, 'train')
   monkeypatch.setattr(sources, 'CHUNK', 3)  # the files are read 3 lines at a time
   chunks = list(sources.iter_pairs(config.data, 'train', chunk=7))
   assert [len(c) for c in chunks[:-1]] == [7] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= 7
   assert [p for c in chunks for p in c] == whole
-  assert sources.load_pairs(config.data, 'train[4:9]') == whole[4:9]
-  assert sources.load_pairs(config.data, 'train[-2:]') == whole[-2:]
+  assert _load_pairs(config.data, 'train[4:9]') == whole[4:9]
+  assert _load_pairs(config.data, 'train[-2:]') == whole[-2:]
   config.data.max_pairs = 5
   assert input_pipeline.load_pairs(config.data, 'train') == whole[:5]
   tsv = tmp_path / 'pairs.tsv'
   tsv.write_text(''.join(f'{s}\t{t}\n' for s, t in PAIRS[:20]), encoding='utf-8')
   config = _config(tmp_path, tsv_file=str(tsv), src_lang='de', tgt_lang='en')
-  assert sources.load_pairs(config.data, 'full') == PAIRS[:20]
+  assert _load_pairs(config.data, 'full') == PAIRS[:20]
 
 
 def test_parallel_files_bad_input_is_one_line(tmp_path: Path) -> None:
@@ -85,7 +89,7 @@ def test_parallel_files_bad_input_is_one_line(tmp_path: Path) -> None:
   Path(f'{prefix}.en').write_text('one\ntwo\n', encoding='utf-8')
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
   with pytest.raises(sources.SourceError) as e:
-    sources.load_pairs(config.data, 'train')
+    _load_pairs(config.data, 'train')
   assert str(e.value) == (
     f'{prefix}.de has 5 lines but {prefix}.en has 2: parallel files hold one sentence a '
     'line, line for line'
@@ -99,7 +103,7 @@ def test_parallel_files_bad_input_is_one_line(tmp_path: Path) -> None:
   config.data.tgt_lang = 'en'
   for bad, message in (('dev', 'unknown split'), ('train[a:b]', 'cannot read the split')):
     with pytest.raises(sources.SourceError, match=message):
-      sources.load_pairs(config.data, bad)
+      _load_pairs(config.data, bad)
   config.data.tsv_file = str(tmp_path / 'x.tsv')
   _refused(config, 'data.train_prefix and data.tsv_file are both')
 
@@ -115,7 +119,7 @@ def test_a_missing_optional_prefix_file_says_the_flag_is_optional(tmp_path: Path
     'training files by source sentence, so drop --config.data.validation_prefix or create '
     f'{dev}.de and {dev}.en'
   )
-  for call in (sources.fingerprint, lambda data: sources.load_pairs(data, 'validation')):
+  for call in (sources.fingerprint, lambda data: _load_pairs(data, 'validation')):
     with pytest.raises(sources.SourceError) as e:
       call(config.data)
     assert str(e.value) == expected
@@ -177,15 +181,15 @@ def test_tsv_columns(tmp_path: Path) -> None:
   path.write_text('\n'.join(lines) + '\n', encoding='utf-8')
   config = _config(tmp_path, tsv_file=str(path), tsv_columns=(2, 1), src_lang='de')
   config.data.tgt_lang = 'en'
-  assert sources.load_pairs(config.data, 'full') == PAIRS[:6]
+  assert _load_pairs(config.data, 'full') == PAIRS[:6]
   config.data.tsv_columns = (1, 3)
   with pytest.raises(
     sources.SourceError, match=r'line 1 has 3 columns, so column 3 of .* does not exist'
   ):
-    sources.load_pairs(config.data, 'full')
+    _load_pairs(config.data, 'full')
   config.data.tsv_columns = (1, 1)
   with pytest.raises(sources.SourceError, match='column 1 for both sides'):
-    sources.load_pairs(config.data, 'full')
+    _load_pairs(config.data, 'full')
 
 
 class TinyTranslate(tfds.core.GeneratorBasedBuilder):
@@ -217,8 +221,8 @@ def test_tfds_dataset_by_name(tmp_path: Path) -> None:
   config = _config(tmp_path, tfds_name='tiny_translate', src_lang='en', tgt_lang='de')
   _refused(config, r"'tiny_translate' is not prepared .*tfds build")
   TinyTranslate(data_dir=config.data.data_dir).download_and_prepare(file_format='array_record')
-  assert sources.load_pairs(config.data, 'train') == [(en, de) for de, en in PAIRS[:50]]
-  assert sources.load_pairs(config.data, 'test[:3]') == [(en, de) for de, en in PAIRS[60:63]]
+  assert _load_pairs(config.data, 'train') == [(en, de) for de, en in PAIRS[:50]]
+  assert _load_pairs(config.data, 'test[:3]') == [(en, de) for de, en in PAIRS[60:63]]
   config.data.tgt_lang = 'fr'
   _refused(config, r"has no language 'fr' \(it has \['de', 'en'\]\)")
   config.data.tfds_name = 'no_such_dataset_here'
@@ -258,27 +262,25 @@ def test_carved_splits_of_text_and_tsv_files_are_capped(tmp_path: Path) -> None:
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
   names = ('train', 'validation', 'test')
   for name in names:
-    assert sources.load_pairs(config.data, name) == [
-      p for p in pairs if tatoeba.split_of(p[0]) == name
-    ]
+    assert _load_pairs(config.data, name) == [p for p in pairs if tatoeba.split_of(p[0]) == name]
   config.data.heldout_share, config.data.heldout_max_sources = 0.1, 5
-  capped = {name: sources.load_pairs(config.data, name) for name in names}
+  capped = {name: _load_pairs(config.data, name) for name in names}
   wide = tatoeba.carve(0.1, 0)
   for name in ('validation', 'test'):
     uncapped = {s for s, _ in PAIRS if wide.split(s) == name}
     kept = sorted(uncapped, key=tatoeba.split_position)[:5]
     assert capped[name] == [p for p in pairs if p[0] in kept]  # file order, repeats kept
   assert capped['train'] == [p for p in pairs if p not in capped['validation'] + capped['test']]
-  assert sources.load_pairs(config.data, 'validation[2:4]') == capped['validation'][2:4]
+  assert _load_pairs(config.data, 'validation[2:4]') == capped['validation'][2:4]
   config.data.heldout_max_sources = 400  # a pass over the files (500 lines), no cap binds
   for name in names:
-    assert sources.load_pairs(config.data, name) == [p for p in pairs if wide.split(p[0]) == name]
+    assert _load_pairs(config.data, name) == [p for p in pairs if wide.split(p[0]) == name]
   config.data.heldout_max_sources = 5
   tsv = tmp_path / 'pairs.tsv'
   tsv.write_text(''.join(f'{s}\t{t}\n' for s, t in pairs), encoding='utf-8')
   tsv_config = _config(tmp_path, tsv_file=str(tsv), src_lang='de', tgt_lang='en')
   tsv_config.data.heldout_share, tsv_config.data.heldout_max_sources = 0.1, 5
-  assert {name: sources.load_pairs(tsv_config.data, name) for name in names} == capped
+  assert {name: _load_pairs(tsv_config.data, name) for name in names} == capped
   keys = set()
   for settings in ((0.02, 5000), (0.1, 5), (0.1, 6)):
     config.data.heldout_share, config.data.heldout_max_sources = settings
@@ -289,4 +291,4 @@ def test_carved_splits_of_text_and_tsv_files_are_capped(tmp_path: Path) -> None:
   assert sources.heldout_settings(config.data) == {}
   config.data.validation_prefix, config.data.heldout_share = '', 0.6
   with pytest.raises(errors.UserError, match='data.heldout_share must be above 0 and at most 0.5'):
-    sources.load_pairs(config.data, 'validation')
+    _load_pairs(config.data, 'validation')

@@ -163,17 +163,6 @@ def selection(
   return keep, max_len
 
 
-def length_quantile(
-  pairs: Sequence[tuple[str, str]],
-  src_tok: text.WordTokenizer,
-  tgt_tok: text.WordTokenizer,
-  q: float,
-) -> int:
-  """The smallest max_len that keeps a fraction `q` of the pairs whole."""
-  lengths = [max(len(src_tok.encode(en)), len(tgt_tok.encode(fr))) for en, fr in pairs]
-  return quantile_length(np.asarray(lengths), q)
-
-
 def quantile_length(lengths: np.ndarray, q: float) -> int:
   """The smallest length that keeps a fraction `q` of `lengths` whole."""
   return int(np.quantile(np.asarray(lengths), q, method='higher'))
@@ -328,8 +317,6 @@ def make_source_batch(
 
 # ---------------------------------------------------------------------------------------
 # From a config to tokenizers and batches.
-
-SRC_VOCAB, TGT_VOCAB = 'vocab_src.json', 'vocab_tgt.json'
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Where the pairs come from: exactly one data source per run (DESIGN.md, "Data sources").
+"""Where the pairs come from: exactly one data source per run (README.md, "Architecture").
 
 - `data.manual_dir` (or nothing: the book's download): a manythings/Tatoeba file of any
   language pair (`tatoeba.py`, a TFDS builder);
@@ -69,14 +69,10 @@ def prepare(data_cfg) -> None:  # noqa: ANN001
 CHUNK = 65536  # pairs per chunk of a stream
 
 
-def load_pairs(data_cfg, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
-  """(source, target) pairs of a split of the config's source, in file order."""
-  return [pair for chunk in iter_pairs(data_cfg, split) for pair in chunk]
-
-
 def iter_pairs(data_cfg, split: str, chunk: int = 0) -> Iterator[list[tuple[str, str]]]:  # noqa: ANN001
-  """The pairs of `load_pairs` in chunks of at most `chunk`. Text and TSV files are read
-  line by line, so a pass over a corpus of any size holds one chunk of its text."""
+  """(source, target) pairs of a split of the config's source, in file order, in chunks of
+  at most `chunk`. Text and TSV files are read line by line, so a pass over a corpus of any
+  size holds one chunk of its text."""
   chunk = chunk or CHUNK
   src_lang = data_cfg.get('src_lang', 'en')
   tgt_lang = data_cfg.get('tgt_lang', 'fr')
@@ -251,7 +247,7 @@ def fingerprint(data_cfg) -> str:  # noqa: ANN001
     data_dir = os.path.expanduser(data_cfg.data_dir)
     try:
       version = tfds.builder(data_cfg.tfds_name, data_dir=data_dir).version
-    except Exception:  # noqa: BLE001 (load_pairs reports an unknown name in one line)
+    except Exception:  # noqa: BLE001 (iter_pairs reports an unknown name in one line)
       version = '?'
     return f'tfds:{data_cfg.tfds_name}:{version}:{Path(data_dir).absolute()}'
   from seq2seq_jax.data import prepared

@@ -287,14 +287,6 @@ def _file_language(path: Path) -> str | None:
   return None
 
 
-def find_manual_file(manual_dir: str | Path, lang: str = 'fr') -> Path | None:
-  """The manythings file of `lang` in `manual_dir` (or `manual_dir` itself if a file)."""
-  try:
-    return resolve(manual_dir, 'en', lang).path
-  except DataUnavailableError:
-    return None
-
-
 def read_source(path: str | Path, lang: str = 'fr') -> bytes:
   """The bytes of the pairs file, read directly or from a zip holding it at any path."""
   return _read_named(path, lang)[0]

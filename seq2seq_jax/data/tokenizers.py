@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from seq2seq_jax.data import text
 
 
@@ -44,19 +42,14 @@ class SentencePieceTokenizer:
     self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
   @classmethod
-  def train(
-    cls, sentences: Iterable[str], vocab_size: int, max_sentences: int = 0
-  ) -> SentencePieceTokenizer:
-    """Trains on the sentences, or on a random sample of `max_sentences` of them (> 0)."""
+  def train(cls, sentences: Iterable[str], vocab_size: int) -> SentencePieceTokenizer:
+    """Trains on the sentences (`prepared.sample_pairs` samples a large split first)."""
     import sentencepiece as spm
 
     sentences = [s for s in sentences if s.strip()]
     if not sentences:
       raise ValueError('cannot train SentencePiece on an empty split')
     buffer = io.BytesIO()
-    if 0 < max_sentences < len(sentences):  # a seeded sample: the same on every host
-      keep = np.random.default_rng(0).choice(len(sentences), max_sentences, replace=False)
-      sentences = [sentences[i] for i in np.sort(keep)]
     spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences),
       model_writer=buffer,
@@ -166,10 +159,8 @@ def train(
   min_freq: int = 2,
   num_steps: int | None = None,
   vocab_size: int = 8000,
-  max_sentences: int = 0,
 ) -> tuple[Tokenizer, Tokenizer]:
-  """Trains (source, target) tokenizers on (source, target) pairs (SentencePiece: on a
-  sample of `max_sentences` a side when > 0)."""
+  """Trains (source, target) tokenizers on (source, target) pairs."""
   check_kind(kind)
   if kind == 'word':
     return (
@@ -177,6 +168,6 @@ def train(
       text.WordTokenizer.train((fr for _, fr in pairs), min_freq, num_steps),
     )
   return (
-    SentencePieceTokenizer.train((s for s, _ in pairs), vocab_size, max_sentences),
-    SentencePieceTokenizer.train((t for _, t in pairs), vocab_size, max_sentences),
+    SentencePieceTokenizer.train((s for s, _ in pairs), vocab_size),
+    SentencePieceTokenizer.train((t for _, t in pairs), vocab_size),
   )

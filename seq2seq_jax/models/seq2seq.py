@@ -75,12 +75,14 @@ class EncoderDecoder(nn.Module):
     return self.decoder(tgt_in, state, train=train)[0]
 
   def features(self, src: Array, src_len: Array, tgt_in: Array, *, train: bool = False) -> Array:
-    """Teacher-forced top-layer features [batch, tgt time, hidden] (the loss projects
-    them itself, so that it can skip padded positions)."""
+    """Teacher-forced top-layer features [batch, tgt time, hidden]. The training loss does
+    not use them; `train.steps.eval_step` projects them with `project` a slice of rows
+    at a time, so that an evaluation holds a bounded amount of logits."""
     state = self.init_decoder(src, src_len, train=train)
     return self.decoder.features(tgt_in, state, train=train)[0]
 
   def project(self, x: Array) -> Array:
+    """The decoder's output layer: features [..., hidden] -> float32 logits [..., vocab]."""
     return self.decoder.logits(x)
 
   def init_decoder(self, src: Array, src_len: Array, *, train: bool = False) -> dict:

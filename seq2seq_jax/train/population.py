@@ -8,8 +8,11 @@ seed (parameter initialisation and dropout masks) and, optionally, their learnin
 Every member's `TrainState` is stacked on a leading `[members]` axis and the pure
 `steps.train_step` is `jax.vmap`-ed over (state, dropout key, learning rate) with the
 batch shared (`in_axes=None`): the N models are one XLA program that reads each batch
-once. With several devices the vmapped step runs inside `jax.pmap`: the batch is split
-over the devices and every device holds all the members.
+once. With several devices the step runs as `train.parallel` says (`distributed.py`):
+under 'jit' (the default) it is jitted over a device mesh, the batch split over its 'data'
+axis and the stacked states replicated (or, with `population.member_shards` > 1, split
+over its 'members' axis); under 'pmap' the vmapped step runs inside `jax.pmap`, the batch
+split over the devices and every device holding all the members.
 
 What can differ between members: only what can be a traced value inside one program.
 - `population.seeds`: parameter initialisation and dropout (default `seed + i`).
