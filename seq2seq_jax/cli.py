@@ -1,6 +1,6 @@
 """The start the command-line tools share (`train.py`, `translate`, `evaluate`, `average`,
 `benchmark`): `app.run` with a `--help` that prints the command's usage and all of its own
-flags (also those defined in another module, such as `inference.define_flags`'s, which
+flags (also those defined in another module, such as `translation_flags.define`'s, which
 absl's `--help` leaves out) and exits 0; `--helpfull` adds absl's, JAX's and Orbax's
 flags. A flag that does not parse is a one-line `error: ...` and exit status 1."""
 

@@ -31,12 +31,12 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from seq2seq_jax import cli, errors, inference, scoring
+from seq2seq_jax import cli, errors, inference, scoring, translation_flags
 from seq2seq_jax.data import input_pipeline
 from seq2seq_jax.train import reporting
 
 FLAGS = flags.FLAGS
-inference.define_flags(batch_size=512)
+translation_flags.define(batch_size=512)
 flags.DEFINE_string('pairs', None, 'A file of source<TAB>reference lines.')
 flags.DEFINE_string('split', None, "A split of the workdir's data (e.g. 'test').")
 flags.DEFINE_string('src_file', None, 'Source sentences, one a line (with --ref_file).')
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> None:
       raise errors.UserError('--ref_file goes with --src_file')
     if FLAGS.src_file:
       sources, streams = read_parallel(FLAGS.src_file, FLAGS.ref_file)
-      translator = inference.load_from_flags(FLAGS)
+      translator = translation_flags.load(FLAGS)
       scores, hyps = evaluate_lines(translator, sources, streams)
       rows = [
         (src, hyp, [refs[i] for refs in streams])
@@ -181,7 +181,7 @@ def main(argv: list[str]) -> None:
       ]
       output = FLAGS.output or f'{FLAGS.src_file}.hyp'
     else:
-      translator = inference.load_from_flags(FLAGS)
+      translator = translation_flags.load(FLAGS)
       if FLAGS.pairs:
         lines = read_pair_lines(FLAGS.pairs)
         output = FLAGS.output or f'{FLAGS.pairs}.hyp'
@@ -212,4 +212,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main, flag_modules=[inference])
+  cli.run(main, flag_modules=[translation_flags])

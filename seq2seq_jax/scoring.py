@@ -45,9 +45,9 @@ def form_for(tokenizer_kind: str, lang: str = 'fr') -> Form:
   tokenizer for the target language otherwise."""
   if tokenizer_kind == 'word':
     return BOOK_FORM
-  from seq2seq_jax.data import tatoeba
+  from seq2seq_jax.data import manythings
 
-  return Form('detokenised', _TOKENIZE.get(tatoeba.language(lang), '13a'), normalise=False)
+  return Form('detokenised', _TOKENIZE.get(manythings.language(lang), '13a'), normalise=False)
 
 
 def bleu(pred_seq: str, label_seq: str, k: int) -> float:

@@ -33,12 +33,12 @@ from typing import TextIO
 
 from absl import flags
 
-from seq2seq_jax import cli, errors, inference
+from seq2seq_jax import cli, errors, inference, translation_flags
 from seq2seq_jax.data import input_pipeline
 from seq2seq_jax.train import reporting
 
 FLAGS = flags.FLAGS
-inference.define_flags(batch_size=256)
+translation_flags.define(batch_size=256)
 flags.DEFINE_string(
   'plot_attention', None, 'Write an attention heatmap per sentence into this directory.'
 )
@@ -122,7 +122,7 @@ def main(argv: list[str]) -> None:
   sentences = argv[1:]
   reporting.quiet_cli_logs()
   with errors.one_line_errors('translate'):
-    translator = inference.load_from_flags(FLAGS)
+    translator = translation_flags.load(FLAGS)
     translate_fn = make_translate_fn(translator, FLAGS.plot_attention, FLAGS.nbest)
     if sentences:
       translate_stream(translate_fn, sentences, sys.stdout)
@@ -141,4 +141,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  cli.run(main, flag_modules=[inference])
+  cli.run(main, flag_modules=[translation_flags])

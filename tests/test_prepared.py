@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from seq2seq_jax.data import input_pipeline, prepared, sources, tokenizers
+from seq2seq_jax.data import input_pipeline, prepared, sources, textfiles, tokenizers
 from tests import synthetic
 
 
@@ -135,7 +135,7 @@ def test_chunked_sentencepiece_preparation(tmp_path: Path, monkeypatch: pytest.M
   sample of 30 pairs) gives the arrays that encoding the whole split at once gives."""
   config = _config(tmp_path, tokenizer='sentencepiece', vocab_size=60, tokenizer_sentences=30)
   config.data.vocab_includes_validation = False
-  monkeypatch.setattr(sources, 'CHUNK', 5)
+  monkeypatch.setattr(textfiles, 'CHUNK', 5)
   trained, train = [], tokenizers.train
 
   def counted(kind: str, pairs: list, **kwargs: object):  # noqa: ANN202

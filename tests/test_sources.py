@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from configs import tiny
 from seq2seq_jax import errors, inference
-from seq2seq_jax.data import input_pipeline, sources, tatoeba
+from seq2seq_jax.data import heldout, input_pipeline, sources, textfiles
 from seq2seq_jax.train import loop
 from tests import synthetic
 
@@ -53,7 +53,7 @@ def test_parallel_files_split_by_source_without_held_out_files(tmp_path: Path) -
   splits = {n: _load_pairs(config.data, n) for n in ('train', 'validation', 'test')}
   assert all(splits.values()) and sum(map(len, splits.values())) == len(PAIRS)
   for name, some in splits.items():
-    assert some == [p for p in PAIRS if tatoeba.split_of(p[0]) == name]
+    assert some == [p for p in PAIRS if heldout.split_of(p[0]) == name]
   assert _load_pairs(config.data, 'full[5:8]') == PAIRS[5:8]
   assert _load_pairs(config.data, 'train[:3]') == splits['train'][:3]
   # A validation file of its own: the test split is still carved out of train.
@@ -62,7 +62,7 @@ def test_parallel_files_split_by_source_without_held_out_files(tmp_path: Path) -
   assert _load_pairs(config.data, 'validation') == PAIRS[:5]
   assert _load_pairs(config.data, 'test') == splits['test']
   train = _load_pairs(config.data, 'train')
-  assert train == [p for p in PAIRS if tatoeba.split_of(p[0]) != 'test']
+  assert train == [p for p in PAIRS if heldout.split_of(p[0]) != 'test']
 
 
 def test_streams_in_chunks_of_any_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,7 +70,7 @@ def test_streams_in_chunks_of_any_size(tmp_path: Path, monkeypatch: pytest.Monke
   prefix = _write_parallel(tmp_path / 'train', pairs)
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
   whole = _load_pairs(config.data, 'train')
-  monkeypatch.setattr(sources, 'CHUNK', 3)  # the files are read 3 lines at a time
+  monkeypatch.setattr(textfiles, 'CHUNK', 3)  # the files are read 3 lines at a time
   chunks = list(sources.iter_pairs(config.data, 'train', chunk=7))
   assert [len(c) for c in chunks[:-1]] == [7] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= 7
   assert [p for c in chunks for p in c] == whole
@@ -153,10 +153,10 @@ def test_a_small_configs_slice_is_warned_on_another_corpus(
   caplog.clear()
   with caplog.at_level(logging.INFO):
     data = input_pipeline.prepare(config.data, None)
-  held_out = [p for p in PAIRS if tatoeba.split_of(p[0]) != 'train']
+  held_out = [p for p in PAIRS if heldout.split_of(p[0]) != 'train']
   assert len(data.train) == len(PAIRS) - len(held_out) and 'keeps' not in caplog.text
   assert sorted(data.val.sources) == sorted(
-    s for s, _ in PAIRS if tatoeba.split_of(s) == 'validation'
+    s for s, _ in PAIRS if heldout.split_of(s) == 'validation'
   )
   # With validation and test files of their own, `train` is every pair of the corpus.
   config.data.validation_prefix = str(_write_parallel(tmp_path / 'corpus' / 'dev', PAIRS[:8]))
@@ -262,13 +262,13 @@ def test_carved_splits_of_text_and_tsv_files_are_capped(tmp_path: Path) -> None:
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
   names = ('train', 'validation', 'test')
   for name in names:
-    assert _load_pairs(config.data, name) == [p for p in pairs if tatoeba.split_of(p[0]) == name]
+    assert _load_pairs(config.data, name) == [p for p in pairs if heldout.split_of(p[0]) == name]
   config.data.heldout_share, config.data.heldout_max_sources = 0.1, 5
   capped = {name: _load_pairs(config.data, name) for name in names}
-  wide = tatoeba.carve(0.1, 0)
+  wide = heldout.carve(0.1, 0)
   for name in ('validation', 'test'):
     uncapped = {s for s, _ in PAIRS if wide.split(s) == name}
-    kept = sorted(uncapped, key=tatoeba.split_position)[:5]
+    kept = sorted(uncapped, key=heldout.split_position)[:5]
     assert capped[name] == [p for p in pairs if p[0] in kept]  # file order, repeats kept
   assert capped['train'] == [p for p in pairs if p not in capped['validation'] + capped['test']]
   assert _load_pairs(config.data, 'validation[2:4]') == capped['validation'][2:4]

@@ -13,8 +13,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from seq2seq_jax import errors
+from seq2seq_jax.data import heldout, manythings, text
 from seq2seq_jax.data import tatoeba as fe
-from seq2seq_jax.data import text
 
 PAIRS = [
   ('Go.', 'Va !'),
@@ -59,11 +59,11 @@ def test_split_of_follows_the_md5_of_the_preprocessed_source() -> None:
   for en in ('Go.', 'I am cold.', 'Hello, world!'):
     h = int(hashlib.md5(text.preprocess(en).encode('utf-8')).hexdigest(), 16) % 100
     expected = 'test' if h < 2 else 'validation' if h < 4 else 'train'
-    assert fe.split_of(en) == expected
-  assert fe.split_of('Go.') == fe.split_of('go .')  # Keyed on the preprocessed text.
+    assert heldout.split_of(en) == expected
+  assert heldout.split_of('Go.') == heldout.split_of('go .')  # Keyed on the preprocessed text.
   counts = {name: 0 for name in ('train', 'validation', 'test')}
   for i in range(2000):
-    counts[fe.split_of(f'Sentence {i}.')] += 1
+    counts[heldout.split_of(f'Sentence {i}.')] += 1
   assert 20 < counts['test'] < 70 and 20 < counts['validation'] < 70
 
 
@@ -77,10 +77,10 @@ def test_parse_pairs_skips_and_counts_malformed_lines() -> None:
     '\n'  # 6: blank
     'Wow!\tÇa alors\u202f!'  # no final newline
   ).encode('utf-8')
-  parsed = fe.parse_pairs(data)
+  parsed = manythings.parse_pairs(data)
   assert parsed.pairs == [('Go.', 'Va !'), ('Hi.', 'Salut !'), ('Wow!', 'Ça alors\u202f!')]
   assert (parsed.skipped, parsed.first_skipped) == (4, 2)
-  clean = fe.parse_pairs(_lines(PAIRS).encode('utf-8'))
+  clean = manythings.parse_pairs(_lines(PAIRS).encode('utf-8'))
   assert clean.pairs == PAIRS and clean.skipped == 0 and clean.first_skipped is None
 
 
@@ -177,7 +177,7 @@ def test_splits_partition_full_by_source(tmp_path: Path) -> None:
   split_pairs = {name: _pairs(tmp_path, name) for name in ('train', 'validation', 'test')}
   assert all(split_pairs.values()), {k: len(v) for k, v in split_pairs.items()}
   for name, some in split_pairs.items():
-    assert some == [p for p in full if fe.split_of(p[0]) == name]  # File order kept.
+    assert some == [p for p in full if heldout.split_of(p[0]) == name]  # File order kept.
   assert sum(len(v) for v in split_pairs.values()) == len(full)
   sources = {name: {text.preprocess(en) for en, _ in v} for name, v in split_pairs.items()}
   assert not sources['train'] & sources['validation']
@@ -196,7 +196,7 @@ def test_splits_partition_full_by_source(tmp_path: Path) -> None:
 
 def test_a_split_without_pairs_reads_as_empty(tmp_path: Path) -> None:
   _write(tmp_path / 'manual', _lines(PAIRS[:1]))
-  name = fe.split_of(PAIRS[0][0])
+  name = heldout.split_of(PAIRS[0][0])
   others = [s for s in ('train', 'validation', 'test') if s != name]
   assert _pairs(tmp_path, name) == PAIRS[:1]
   assert _pairs(tmp_path, others[0]) == [] and _pairs(tmp_path, f'{others[1]}[:2]') == []
@@ -287,7 +287,7 @@ def test_french_to_english_splits_by_the_french_source(tmp_path: Path) -> None:
   splits = {name: _pairs(tmp_path, name, **reverse) for name in ('train', 'validation', 'test')}
   assert sum(len(v) for v in splits.values()) == len(pairs)
   for name, some in splits.items():
-    assert some == [p for p in full if fe.split_of(p[0]) == name]
+    assert some == [p for p in full if heldout.split_of(p[0]) == name]
   sources = [{fr for fr, _ in v} for v in splits.values()]
   assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
   assert _pairs(tmp_path, src_lang='eng', tgt_lang='fra') == pairs  # 639-3 codes work too
@@ -374,27 +374,28 @@ def test_the_held_out_cap_leaves_a_corpus_under_it_unchanged_and_caps_one_over_i
   of the md5 percentiles; over it, each split keeps its lowest positions and the rest goes
   back to training, whatever the order of the corpus."""
   corpus = [f'Sentence {i % 2500}.' for i in range(3000)]  # 500 sources twice
-  positions = [fe.split_position(s) for s in corpus]
-  default = fe.carve(positions=positions)  # 2%, up to 5,000 sources
-  assert default == fe.carve(fe.SHARE, 0)  # the uncapped split
+  positions = [heldout.split_position(s) for s in corpus]
+  default = heldout.carve(positions=positions)  # 2%, up to 5,000 sources
+  assert default == heldout.carve(heldout.SHARE, 0)  # the uncapped split
   assert [default.split_at(p) for p in positions] == [_md5_percentile_split(s) for s in corpus]
   held = {n: {s for s in corpus if _md5_percentile_split(s) == n} for n in ('validation', 'test')}
   assert all(30 < len(v) < 80 for v in held.values()), {k: len(v) for k, v in held.items()}
-  capped = fe.carve(0.02, 10, iter(positions))
-  assert fe.carve(0.02, 10, positions[::-1]) == capped
+  capped = heldout.carve(0.02, 10, iter(positions))
+  assert heldout.carve(0.02, 10, positions[::-1]) == capped
   split = {s: capped.split(s) for s in corpus}
   for name, uncapped in held.items():
     kept = {s for s, n in split.items() if n == name}
-    assert kept == set(sorted(uncapped, key=fe.split_position)[:10])  # the 10 lowest
+    assert kept == set(sorted(uncapped, key=heldout.split_position)[:10])  # the 10 lowest
   assert {s for s, n in split.items() if n == 'train'} == set(corpus) - {
     s for s, n in split.items() if n != 'train'
   }
-  assert fe.carve(0.02, len(held['test']), positions).test_end == default.test_end  # at the cap
-  wider = [fe.carve(0.1, 0).split(s) for s in set(corpus)]
+  # at the cap:
+  assert heldout.carve(0.02, len(held['test']), positions).test_end == default.test_end
+  wider = [heldout.carve(0.1, 0).split(s) for s in set(corpus)]
   assert 180 < wider.count('test') < 320 and 180 < wider.count('validation') < 320
   for share, most in ((0, 10), (0.6, 10), (0.02, -1)):
     with pytest.raises(errors.UserError, match='data.heldout_'):
-      fe.carve(share, most)
+      heldout.carve(share, most)
 
 
 def test_capped_splits_of_a_prepared_file(tmp_path: Path) -> None:
@@ -410,7 +411,7 @@ def test_capped_splits_of_a_prepared_file(tmp_path: Path) -> None:
     name: fe.load_pairs(name, data_dir=data_dir, manual_dir=manual, heldout=(0.1, 4))
     for name in ('train', 'validation', 'test')
   }
-  carving = fe.carve(0.1, 4, [fe.split_position(en) for en, _ in pairs])
+  carving = heldout.carve(0.1, 4, [heldout.split_position(en) for en, _ in pairs])
   for name, some in capped.items():
     assert some == [p for p in pairs if carving.split(p[0]) == name]
   assert len({en for en, _ in capped['validation']}) == len({en for en, _ in capped['test']}) == 4
@@ -419,5 +420,5 @@ def test_capped_splits_of_a_prepared_file(tmp_path: Path) -> None:
   names = sorted(p.name for p in (tmp_path / 'tfds' / 'tatoeba').iterdir())
   assert len(names) == 1 and names[0].endswith('_held0p1_max4')
   default = fe.load_pairs('test', data_dir=data_dir, manual_dir=manual)
-  assert default == [p for p in pairs if fe.split_of(p[0]) == 'test']
+  assert default == [p for p in pairs if heldout.split_of(p[0]) == 'test']
   assert len(list((tmp_path / 'tfds' / 'tatoeba').iterdir())) == 2

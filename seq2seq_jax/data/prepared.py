@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from seq2seq_jax.data import input_pipeline, sources, tokenizers
+from seq2seq_jax.data import input_pipeline, sources, textfiles, tokenizers
 
 ROOT = 'seq2seq_jax'
 VERSION = 2  # bump when the layout or the encoding changes
@@ -181,8 +181,8 @@ def save_ragged_split(
         'shape': (len(keep), width),
       }
       np.lib.format.write_array_header_2_0(f, header)
-      for lo in range(0, len(keep), sources.CHUNK):
-        rows = keep[lo : lo + sources.CHUNK]
+      for lo in range(0, len(keep), textfiles.CHUNK):
+        rows = keep[lo : lo + textfiles.CHUNK]
         f.write(input_pipeline.pack_ragged(flat, lengths, rows, width, starts)[0].tobytes())
     np.save(directory / f'{name}_{side}_len.npy', np.minimum(lengths[keep], width).astype(np.int32))
   return len(keep)

@@ -11,7 +11,7 @@
 Splits are named as in TFDS, with slices (`train`, `full[:512]`, `validation[10:20]`).
 For text and TSV files, `full` is every pair of the training files in order; without
 validation/test files, `train`/`validation`/`test` are the deterministic partition by
-source sentence (`tatoeba.carve`: 2% of the sources each, up to 5,000 each;
+source sentence (`heldout.carve`: 2% of the sources each, up to 5,000 each;
 `data.heldout_share`, `data.heldout_max_sources`). Bad input is a one-line error naming the
 file (and line), or a counted skip (a line empty on one side).
 
@@ -32,14 +32,19 @@ from typing import Any
 
 from absl import logging
 
-from seq2seq_jax import errors
+from seq2seq_jax.data import heldout as carving
+from seq2seq_jax.data import manythings, textfiles
+from seq2seq_jax.data.textfiles import (
+  SourceError,
+  _existing,
+  _parallel_files,
+  count_lines,
+  stream_parallel,
+  stream_tsv,
+)
 
 KINDS = ('manual_dir', 'train_prefix', 'tsv_file', 'tfds_name')
 _SPLIT = re.compile(r'^(?P<name>[A-Za-z_][\w-]*)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$')
-
-
-class SourceError(errors.UserError):
-  """A data source that cannot be read as asked; the message says why."""
 
 
 def kind(data_cfg) -> str:  # noqa: ANN001
@@ -66,14 +71,11 @@ def prepare(data_cfg) -> None:  # noqa: ANN001
     tatoeba.prepare(data_dir, manual_dir, src_lang, tgt_lang, heldout(data_cfg))
 
 
-CHUNK = 65536  # pairs per chunk of a stream
-
-
 def iter_pairs(data_cfg, split: str, chunk: int = 0) -> Iterator[list[tuple[str, str]]]:  # noqa: ANN001
   """(source, target) pairs of a split of the config's source, in file order, in chunks of
   at most `chunk`. Text and TSV files are read line by line, so a pass over a corpus of any
   size holds one chunk of its text."""
-  chunk = chunk or CHUNK
+  chunk = chunk or textfiles.CHUNK
   src_lang = data_cfg.get('src_lang', 'en')
   tgt_lang = data_cfg.get('tgt_lang', 'fr')
   data_dir = os.path.expanduser(data_cfg.data_dir)
@@ -129,12 +131,10 @@ def iter_pairs(data_cfg, split: str, chunk: int = 0) -> Iterator[list[tuple[str,
 
 
 def heldout(data_cfg) -> tuple[float, int]:  # noqa: ANN001
-  """`data.heldout_share` and `data.heldout_max_sources` (`tatoeba.carve`'s defaults for a
+  """`data.heldout_share` and `data.heldout_max_sources` (`heldout.carve`'s defaults for a
   config without them: 2%, up to 5,000 sources)."""
-  from seq2seq_jax.data import tatoeba
-
-  share = data_cfg.get('heldout_share', tatoeba.SHARE)
-  return float(share), int(data_cfg.get('heldout_max_sources', tatoeba.MAX_SOURCES))
+  share = data_cfg.get('heldout_share', carving.SHARE)
+  return float(share), int(data_cfg.get('heldout_max_sources', carving.MAX_SOURCES))
 
 
 def heldout_settings(data_cfg) -> dict[str, Any]:  # noqa: ANN001
@@ -157,14 +157,12 @@ _HELD_OUT: dict[tuple, tuple[Any, bytearray | None]] = {}  # by files (sizes, ti
 
 
 def held_out(data_cfg) -> tuple[Any, bytearray | None]:  # noqa: ANN001
-  """The held-out splits of a text or TSV source: a `tatoeba.Carving` and, when it took a
+  """The held-out splits of a text or TSV source: a `heldout.Carving` and, when it took a
   pass over the training files, the split of every pair (an index into `_SPLITS`, a byte
-  a pair), so that later passes need not hash the sources again. The pass (`tatoeba.carve`
+  a pair), so that later passes need not hash the sources again. The pass (`heldout.carve`
   over the sources of every training pair) is needed when the cap can bind (the training
   files have more lines than `data.heldout_max_sources`); without it the carving is the
   uncapped one. Once per process for the same files and settings."""
-  from seq2seq_jax.data import tatoeba
-
   share, max_sources = heldout(data_cfg)
   src_lang, tgt_lang = data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')
   if kind(data_cfg) == 'tsv_file':
@@ -176,7 +174,7 @@ def held_out(data_cfg) -> tuple[Any, bytearray | None]:  # noqa: ANN001
   stats = tuple((str(p.absolute()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
   key = (stats, how, share, max_sources)
   if key not in _HELD_OUT:
-    uncapped = tatoeba.carve(share, 0)  # (checks the settings)
+    uncapped = carving.carve(share, 0)  # (checks the settings)
     if not max_sources or count_lines(paths[0]) <= max_sources:  # no split can exceed it
       _HELD_OUT[key] = (uncapped, None)
       return _HELD_OUT[key]
@@ -189,12 +187,12 @@ def held_out(data_cfg) -> tuple[Any, bytearray | None]:  # noqa: ANN001
         start = len(labels)
         labels.extend(bytes(len(block)))
         for i, (source, _) in enumerate(block, start):
-          position = tatoeba.split_position(source)
+          position = carving.split_position(source)
           if position < 2 * uncapped.width:
             inside.append((i, position))
             yield position
 
-    found = tatoeba.carve(share, max_sources, positions())
+    found = carving.carve(share, max_sources, positions())
     for i, position in inside:
       labels[i] = _SPLITS.index(found.split_at(position))
     _HELD_OUT[key] = (found, labels)
@@ -239,7 +237,7 @@ def fingerprint(data_cfg) -> str:  # noqa: ANN001
     from seq2seq_jax.data import tatoeba
 
     manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
-    found = tatoeba.resolve(manual_dir, src_lang, tgt_lang)
+    found = manythings.resolve(manual_dir, src_lang, tgt_lang)
     return f'tatoeba:{tatoeba.builder_config(found, heldout(data_cfg)).name}'
   if source == 'tfds_name':
     import tensorflow_datasets as tfds
@@ -286,13 +284,11 @@ def describe(data_cfg) -> str:  # noqa: ANN001
   """The source in a few words, for the log: its file(s) or the TFDS dataset's name."""
   source = kind(data_cfg)
   if source == 'manual_dir':
-    from seq2seq_jax.data import tatoeba
-
     manual_dir = os.path.expanduser(data_cfg.manual_dir) if data_cfg.manual_dir else None
-    path = tatoeba.resolve(
+    path = manythings.resolve(
       manual_dir, data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')
     ).path
-    return str(path) if path else f"the book's {tatoeba.URL.rsplit('/', 1)[-1]}"
+    return str(path) if path else f"the book's {manythings.URL.rsplit('/', 1)[-1]}"
   if source == 'tfds_name':
     return f'the TFDS dataset {data_cfg.tfds_name!r}'
   if source == 'tsv_file':
@@ -351,136 +347,7 @@ def report_slice(data_cfg) -> None:  # noqa: ANN001
 
 def language_key(code: str) -> str:
   """Language codes compared as the Tatoeba builder does ('fra' == 'fr')."""
-  from seq2seq_jax.data import tatoeba
-
-  return tatoeba.language(code)
-
-
-def _line_blocks(path: Path, size: int = 0) -> Iterator[list[str]]:
-  """A UTF-8 file's lines (without line ends) in blocks of `size`; a line that is not
-  UTF-8 is a one-line error naming the file and the line."""
-  number, size = 0, size or CHUNK
-  with open(path, 'rb') as f:
-    while raw := list(itertools.islice(f, size)):
-      try:
-        lines = [line.decode('utf-8') for line in raw]
-      except UnicodeDecodeError:
-        for i, line in enumerate(raw):
-          try:
-            line.decode('utf-8')
-          except UnicodeDecodeError as e:
-            bad = f'line {number + i + 1} is not valid UTF-8 ({e.reason})'
-            raise SourceError(f'{path}: {bad}') from None
-      if number == 0:
-        lines[0] = lines[0].removeprefix('\ufeff')
-      number += len(lines)
-      yield [line.removesuffix('\n').removesuffix('\r') for line in lines]
-
-
-def count_lines(path: Path) -> int:
-  """Lines of a file, as `_line_blocks` reads them (a last line without a newline counts)."""
-  count, last = 0, b'\n'
-  with open(path, 'rb') as f:
-    while block := f.read(1 << 24):
-      count += block.count(b'\n')
-      last = block[-1:]
-  return count + (last != b'\n')
-
-
-def _existing(path: str | Path, what: str) -> Path:
-  path = Path(path).expanduser()
-  if not path.is_file():
-    raise SourceError(f'{what} {path} does not exist')
-  return path
-
-
-_WARNED: set[str] = set()  # skip counts already logged (a corpus is read more than once)
-
-
-def _keep(pairs: Iterator[tuple[str, str]], name: str) -> Iterator[tuple[str, str]]:
-  """The pairs stripped, those with an empty side dropped (counted and logged once)."""
-  kept = one_sided = 0
-  for s, t in pairs:
-    s, t = s.strip(), t.strip()
-    if s and t:
-      kept += 1
-      yield s, t
-    elif s or t:
-      one_sided += 1
-  if not kept:
-    raise SourceError(f'{name} holds no pairs')
-  if one_sided and name not in _WARNED:
-    _WARNED.add(name)
-    logging.warning('%s: skipped %d lines empty on one side only', name, one_sided)
-
-
-def _parallel_files(prefix: str, src_lang: str, tgt_lang: str, field: str) -> tuple[Path, Path]:
-  """`PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` of the prefix that `data.<field>` gives; a
-  missing one is a one-line error naming the field (and, for the optional validation and
-  test prefixes, what a run does without them)."""
-  found = []
-  for side, lang in (('source', src_lang), ('target', tgt_lang)):
-    path = Path(f'{prefix}.{lang}').expanduser()
-    if not path.is_file():
-      message = f'the {side} file {path} does not exist (data.{field}={prefix!r})'
-      if field != 'train_prefix':
-        split = field.removesuffix('_prefix')
-        message += (
-          f'; data.{field} is optional: without it the {split} split is carved from the '
-          f'training files by source sentence, so drop --config.data.{field} or create '
-          f'{prefix}.{src_lang} and {prefix}.{tgt_lang}'
-        )
-      raise SourceError(message)
-    found.append(path)
-  return found[0], found[1]
-
-
-def stream_parallel(
-  prefix: str, src_lang: str, tgt_lang: str, field: str = 'train_prefix'
-) -> Iterator[tuple[str, str]]:
-  """Pairs from `PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` (same line counts, checked
-  before the first pair), read line by line; `field` is the config field that named the
-  prefix (for the error when a file is missing)."""
-  src_path, tgt_path = _parallel_files(prefix, src_lang, tgt_lang, field)
-  src_count, tgt_count = count_lines(src_path), count_lines(tgt_path)
-  if src_count != tgt_count:
-    raise SourceError(
-      f'{src_path} has {src_count:,} lines but {tgt_path} has {tgt_count:,}: parallel files '
-      'hold one sentence a line, line for line'
-    )
-
-  def pairs() -> Iterator[tuple[str, str]]:
-    for src, tgt in zip(_line_blocks(src_path), _line_blocks(tgt_path), strict=True):
-      yield from zip(src, tgt, strict=True)
-
-  return _keep(pairs(), f'{prefix}.{{{src_lang},{tgt_lang}}}')
-
-
-def stream_tsv(path: str, columns: tuple[int, ...]) -> Iterator[tuple[str, str]]:
-  """(source, target) pairs from two columns of a tab-separated file, read line by line."""
-  if len(columns) != 2 or any(not isinstance(c, int) or c < 0 for c in columns):
-    raise SourceError(f'data.tsv_columns must be two column indices >= 0, got {columns}')
-  if columns[0] == columns[1]:
-    raise SourceError(f'data.tsv_columns names column {columns[0]} for both sides')
-  file = _existing(path, 'data.tsv_file')
-  wanted = max(columns) + 1
-
-  def pairs() -> Iterator[tuple[str, str]]:
-    number = 0
-    for block in _line_blocks(file):
-      for line in block:
-        number += 1
-        if not line.strip():
-          continue  # a blank line: nothing on either side
-        fields = line.split('\t')
-        if len(fields) < wanted:
-          raise SourceError(
-            f'{file}: line {number} has {len(fields)} columns, so column {max(columns)} of '
-            f'data.tsv_columns={tuple(columns)} does not exist'
-          )
-        yield fields[columns[0]], fields[columns[1]]
-
-  return _keep(pairs(), str(file))
+  return manythings.language(code)
 
 
 def iter_tfds(
@@ -488,7 +355,7 @@ def iter_tfds(
 ) -> Iterator[list[tuple[str, str]]]:
   """Pairs of a prepared TFDS translation dataset (features named by language), read by
   random access (`__getitems__`) a chunk at a time."""
-  chunk = chunk or CHUNK
+  chunk = chunk or textfiles.CHUNK
   import tensorflow_datasets as tfds
 
   try:

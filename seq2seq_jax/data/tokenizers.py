@@ -126,11 +126,11 @@ def resolve_kind(data_cfg) -> str:  # noqa: ANN001
     if kind not in KINDS:
       raise ValueError(f"data.tokenizer must be 'auto' or one of {KINDS}, got {kind!r}")
     return kind
-  from seq2seq_jax.data import sources, tatoeba
+  from seq2seq_jax.data import manythings, sources
 
   langs = {
-    tatoeba.language(data_cfg.get('src_lang', 'en')),
-    tatoeba.language(data_cfg.get('tgt_lang', 'fr')),
+    manythings.language(data_cfg.get('src_lang', 'en')),
+    manythings.language(data_cfg.get('tgt_lang', 'fr')),
   }
   book = sources.kind(data_cfg) == 'manual_dir' and langs == {'en', 'fr'}
   return 'word' if book else 'sentencepiece'
