@@ -11,8 +11,23 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
-class UserError(RuntimeError):
-  """Base of the project's own errors about input, data, configs and checkpoints."""
+class UserError(Exception):
+  """Base of the project's deliberate errors: raised where bad input (a config value, a
+  data file or line, a flag, a workdir or checkpoint) is detected, with a message that
+  names the file, field or value. The command-line tools print these in one line; every
+  other exception is a bug and keeps its traceback."""
+
+
+class ConfigError(UserError, ValueError):
+  """A config field or command-line value that is wrong (names the field and the value)."""
+
+
+class DataError(UserError, ValueError):
+  """A data file, line or corpus that cannot be used (names the file, line or corpus)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+  """A file or folder the user named does not exist (names it, and what to do)."""
 
 
 # Errors that mean "the input is wrong", as opposed to a bug (which keeps its traceback).
