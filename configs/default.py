@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_buckets = 8  # automatic buckets (each one more compiled shape)
 
   config.model = ml_collections.ConfigDict()
+  config.model.arch = 'rnn'  # the model family (seq2seq_jax/models/registry.py)
   config.model.embed_size = 256
   config.model.num_hiddens = 256
   config.model.num_layers = 2

@@ -55,8 +55,8 @@ def average_checkpoints(workdir: str | Path, last: int = 0, best: int = 0) -> di
     raise errors.UserError(f'give one of --last=K or --best=K (K >= 1), got {last} and {best}')
   config = inference.load_config(workdir)
   src_tok, tgt_tok = tokenizers.load(workdir, config.data.tokenizer)
-  model = models.build_model(
-    **dict(config.model), src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
+  model = models.build(
+    config.model, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
   )
   abstract = inference.abstract_state(config, model)
   checkpointing.Checkpoints(workdir, read_only=True).close()  # a clear error if none

@@ -255,8 +255,8 @@ def read_member(workdir: str | Path, checkpoint: str = 'best') -> Member:
   try:
     _, meta = ckpts.read_meta(checkpoint)
     model_cfg = dict(config.model)
-    model = models.build_model(
-      **model_cfg, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
+    model = models.build(
+      config.model, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
     )
     signature = checkpointing.signature(
       model_cfg, src_tok.vocab_size, tgt_tok.vocab_size, config.data.tokenizer

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from seq2seq_jax.models import ops
+from seq2seq_jax.models import ops, registry
 from seq2seq_jax.models.attention import Seq2SeqAttentionDecoder
 from seq2seq_jax.models.recurrent import CELLS
 from seq2seq_jax.models.seq2seq import (
@@ -31,11 +31,15 @@ __all__ = [
   'Seq2SeqAttentionDecoder',
   'Seq2SeqDecoder',
   'Seq2SeqEncoder',
+  'build',
   'build_model',
+  'families',
 ]
 
 DECODERS = {'plain': Seq2SeqDecoder, 'attention': Seq2SeqAttentionDecoder}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+build = registry.build
+families = registry.families
 
 
 def build_model(
@@ -88,3 +92,11 @@ def build_model(
       vocab_size=tgt_vocab_size, tie_embeddings=bool(tie_embeddings), **common
     ),
   )
+
+
+@registry.register('rnn')
+def build_rnn(model_cfg, *, src_vocab_size: int, tgt_vocab_size: int) -> EncoderDecoder:  # noqa: ANN001
+  """The recurrent family (`model.arch='rnn'`): the seed's GRU encoder-decoder and its
+  variants (`model.decoder`, `model.cell`, `model.bidirectional`, ...)."""
+  fields = {k: v for k, v in dict(model_cfg).items() if k != 'arch'}
+  return build_model(**fields, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)

@@ -89,8 +89,8 @@ def make_batchers(
 def build_model(
   config: ml_collections.ConfigDict, data: input_pipeline.Data
 ) -> models.EncoderDecoder:
-  return models.build_model(
-    **config.model, src_vocab_size=data.src_tok.vocab_size, tgt_vocab_size=data.tgt_tok.vocab_size
+  return models.build(
+    config.model, src_vocab_size=data.src_tok.vocab_size, tgt_vocab_size=data.tgt_tok.vocab_size
   )
 
 
