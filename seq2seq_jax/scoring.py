@@ -1,7 +1,7 @@
 """Translation quality: the book's sentence BLEU and sacreBLEU's corpus BLEU and chrF.
 
-Corpus scores are computed on one of two forms (`form_for`), and only numbers of the same
-form compare:
+Corpus scores are computed on one of two forms (`form_for`, defined with the tokenizers in
+`data/tokenizers.py`), and only numbers of the same form compare:
 - the book's normal form (word tokens, the book's rules: lowercased, punctuation spaced;
   sacreBLEU with `tokenize='none'`), for the book's word-token configs;
 - detokenised text (SentencePiece output, cased, as a person writes it) against the raw
@@ -13,41 +13,23 @@ The evaluate CLI prints sacreBLEU's signature beside each number.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import math
 from collections.abc import Sequence
 
 import sacrebleu
 
-from seq2seq_jax.data import text
+# The forms are defined with the tokenizers whose output they describe.
+from seq2seq_jax.data.tokenizers import BOOK_FORM, Form, form_for
 
-# Languages written without spaces between words: sacreBLEU's tokenizer for them.
-_TOKENIZE = {'zh': 'zh', 'ja': 'char', 'th': 'char', 'lo': 'char', 'km': 'char', 'my': 'char'}
-
-
-@dataclasses.dataclass(frozen=True)
-class Form:
-  """What hypotheses and references look like when scored."""
-
-  name: str  # 'book normal form' or 'detokenised'
-  tokenize: str  # sacreBLEU's tokenizer
-  normalise: bool  # the book's normal form first
-
-  def __call__(self, sentence: str) -> str:
-    return text.score_form(sentence) if self.normalise else sentence.strip()
-
-
-BOOK_FORM = Form('book normal form', 'none', normalise=True)
-
-
-def form_for(tokenizer_kind: str, lang: str = 'fr') -> Form:
-  """The book's normal form for word tokens; detokenised text with sacreBLEU's standard
-  tokenizer for the target language otherwise."""
-  if tokenizer_kind == 'word':
-    return BOOK_FORM
-  from seq2seq_jax.data import manythings
-
-  return Form('detokenised', _TOKENIZE.get(manythings.language(lang), '13a'), normalise=False)
+__all__ = [
+  'BOOK_FORM',
+  'Form',
+  'bleu',
+  'corpus_scores',
+  'form_for',
+  'group_references',
+  'score_translations',
+]
 
 
 def bleu(pred_seq: str, label_seq: str, k: int) -> float:

@@ -1,4 +1,5 @@
-"""Tests for the input pipeline on made-up pairs: encoding, batches and the `Batcher`."""
+"""Tests for the input pipeline on made-up pairs: encoding (`encoding.py`), batches and the
+`Batcher` (`batching.py`), and `input_pipeline.prepare`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seq2seq_jax.data import batching, encoding, text
 from seq2seq_jax.data import input_pipeline as ip
-from seq2seq_jax.data import text
 
 WORDS_EN = ['i', 'you', 'see', 'like', 'the', 'cat', 'dog', 'a', 'big', 'red', 'house', 'now']
 WORDS_FR = ['je', 'tu', 'vois', 'aime', 'le', 'chat', 'chien', 'un', 'grand', 'rouge', 'maison']
@@ -233,15 +234,15 @@ def test_batcher_rejects_empty_data() -> None:
     ip.Batcher(empty, 8, seed=0)
 
 
-def test_auto_buckets_and_quantile_length() -> None:
+def test_auto_buckets_and_covering_length() -> None:
   lengths = np.array([2, 3, 3, 4, 5, 5, 6, 7, 8, 9])
-  buckets = ip.auto_buckets(lengths, 9, num_buckets=4)
+  buckets = batching.auto_buckets(lengths, 9, num_buckets=4)
   assert buckets[-1] == 9 and list(buckets) == sorted(set(buckets))
   assert all(0 < b <= 9 for b in buckets) and len(buckets) <= 4
-  assert ip.auto_buckets(np.array([], int), 7) == (7,)
+  assert batching.auto_buckets(np.array([], int), 7) == (7,)
   pair_lengths = np.array([max(s, t) for s, t in _lengths(PAIRS)])
-  assert ip.quantile_length(pair_lengths, 1.0) == pair_lengths.max()
-  q = ip.quantile_length(pair_lengths, 0.5)
+  assert encoding.covering_length(pair_lengths, 1.0) == pair_lengths.max()
+  q = encoding.covering_length(pair_lengths, 0.5)
   kept = sum(max(s, t) <= q for s, t in _lengths(PAIRS))
   assert kept >= len(PAIRS) / 2 > sum(max(s, t) <= q - 1 for s, t in _lengths(PAIRS))
 
@@ -263,7 +264,7 @@ def test_auto_buckets_pad_least(seed: int) -> None:
   max_len = 10
   lengths = np.minimum(rng.geometric(0.25, size=200), max_len)
   for k in (1, 2, 3, 4):
-    buckets = ip.auto_buckets(lengths, max_len, num_buckets=k)
+    buckets = batching.auto_buckets(lengths, max_len, num_buckets=k)
     assert buckets[-1] == max_len and len(buckets) <= k
     assert list(buckets) == sorted(set(buckets))
     best = min(
@@ -272,7 +273,7 @@ def test_auto_buckets_pad_least(seed: int) -> None:
     )
     assert _padded_positions(lengths, buckets) == best
   with pytest.raises(ValueError, match='num_buckets'):
-    ip.auto_buckets(lengths, max_len, num_buckets=0)
+    batching.auto_buckets(lengths, max_len, num_buckets=0)
 
 
 def test_prepare_french_to_english(tmp_path: Path) -> None:

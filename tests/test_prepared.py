@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from seq2seq_jax.data import input_pipeline, prepared, sources, textfiles, tokenizers
+from seq2seq_jax.data import (
+  encoding,
+  input_pipeline,
+  prepared,
+  splitfiles,
+  tatoeba,
+  textfiles,
+  tokenizers,
+)
 from tests import synthetic
 
 
@@ -41,7 +49,7 @@ def test_a_second_start_reads_no_text(tmp_path: Path, monkeypatch: pytest.Monkey
   def no_text(*args: object) -> None:
     raise AssertionError('the prepared splits must be reused')
 
-  monkeypatch.setattr(sources, 'iter_pairs', no_text)
+  monkeypatch.setattr(tatoeba.TatoebaSource, 'iter_pairs', no_text)
   second = input_pipeline.prepare(config.data, str(tmp_path / 'run2'))  # a new workdir
   _same(first, second)
   for name in tokenizers.FILES['word']:
@@ -84,12 +92,12 @@ def test_a_preparation_killed_halfway_is_redone(
   tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
   config = _config(tmp_path)
-  original = input_pipeline.select_pairs
+  original = encoding.pack_pairs
 
   def killed(*args: object, **kwargs: object) -> None:
     raise KeyboardInterrupt  # as Ctrl-C halfway through the encoding
 
-  monkeypatch.setattr(input_pipeline, 'select_pairs', killed)
+  monkeypatch.setattr(encoding, 'pack_pairs', killed)
   with pytest.raises(KeyboardInterrupt):
     input_pipeline.prepare(config.data, None)
   encoded = tmp_path / 'tfds' / prepared.ROOT / 'encoded'
@@ -97,12 +105,12 @@ def test_a_preparation_killed_halfway_is_redone(
   stale = encoded / '.tmp-0123456789abcdef-999999999'  # as a SIGKILL leaves it
   stale.mkdir()
   (stale / 'train_src.npy').write_bytes(b'half')
-  monkeypatch.setattr(input_pipeline, 'select_pairs', original)
+  monkeypatch.setattr(encoding, 'pack_pairs', original)
   data = input_pipeline.prepare(config.data, None)
   assert len(data.train) == 64
   (done,) = [p for p in encoded.iterdir() if not p.name.startswith('.tmp')]
   assert json.loads((done / 'meta.json').read_text())['max_len'] == data.max_len
-  prepared.write_atomically(encoded / '0123456789abcdef', lambda tmp: {})  # cleans up
+  splitfiles.write_atomically(encoded / '0123456789abcdef', lambda tmp: {})  # cleans up
   assert not stale.exists()
 
 
@@ -111,7 +119,7 @@ def test_sentencepiece_batched_encoding() -> None:
   src_tok, _ = tokenizers.train('sentencepiece', pairs, vocab_size=60)
   sentences = [s for s, _ in pairs[:50]] + ['Il\u202fest là\xa0!', '']
   assert src_tok.encode_batch(sentences) == [src_tok.encode(s) for s in sentences]
-  flat, lengths = input_pipeline.encode_ragged(src_tok, sentences, np.uint16)
+  flat, lengths = encoding.encode_ragged(src_tok, sentences, np.uint16)
   assert lengths.tolist() == [len(src_tok.encode(s)) for s in sentences]
   assert flat.tolist() == sum((src_tok.encode(s) for s in sentences), [])
 

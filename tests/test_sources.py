@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from configs import tiny
 from seq2seq_jax import errors, inference
-from seq2seq_jax.data import heldout, input_pipeline, sources, textfiles
+from seq2seq_jax.data import heldout, input_pipeline, prepared, sources, textfiles
 from seq2seq_jax.train import loop
 from tests import synthetic
 
@@ -26,7 +26,11 @@ def _config(tmp_path: Path, **data: object):
 
 
 def _load_pairs(data, split: str) -> list[tuple[str, str]]:  # noqa: ANN001
-  return [pair for chunk in sources.iter_pairs(data, split) for pair in chunk]
+  return [pair for chunk in sources.from_config(data).iter_pairs(split) for pair in chunk]
+
+
+def _content_key(data) -> str:  # noqa: ANN001
+  return sources.from_config(data).content_key()
 
 
 def _write_parallel(prefix: Path, pairs: list[tuple[str, str]], src='de', tgt='en') -> Path:
@@ -71,7 +75,7 @@ def test_streams_in_chunks_of_any_size(tmp_path: Path, monkeypatch: pytest.Monke
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
   whole = _load_pairs(config.data, 'train')
   monkeypatch.setattr(textfiles, 'CHUNK', 3)  # the files are read 3 lines at a time
-  chunks = list(sources.iter_pairs(config.data, 'train', chunk=7))
+  chunks = list(sources.from_config(config.data).iter_pairs('train', chunk=7))
   assert [len(c) for c in chunks[:-1]] == [7] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= 7
   assert [p for c in chunks for p in c] == whole
   assert _load_pairs(config.data, 'train[4:9]') == whole[4:9]
@@ -119,18 +123,18 @@ def test_a_missing_optional_prefix_file_says_the_flag_is_optional(tmp_path: Path
     'training files by source sentence, so drop --config.data.validation_prefix or create '
     f'{dev}.de and {dev}.en'
   )
-  for call in (sources.fingerprint, lambda data: _load_pairs(data, 'validation')):
+  for call in (_content_key, lambda data: _load_pairs(data, 'validation')):
     with pytest.raises(sources.SourceError) as e:
       call(config.data)
     assert str(e.value) == expected
   config.data.validation_prefix = ''
   config.data.test_prefix = str(tmp_path / 'corpus' / 'test')
   with pytest.raises(sources.SourceError, match=r'data.test_prefix is optional: .* the test split'):
-    sources.fingerprint(config.data)
+    _content_key(config.data)
   config.data.test_prefix = ''
   config.data.train_prefix = str(dev)  # the training files are not optional: no such advice
   with pytest.raises(sources.SourceError) as e:
-    sources.fingerprint(config.data)
+    _content_key(config.data)
   assert str(e.value) == f"the source file {dev}.de does not exist (data.train_prefix='{dev}')"
 
 
@@ -255,8 +259,6 @@ def test_carved_splits_of_text_and_tsv_files_are_capped(tmp_path: Path) -> None:
   at 5 sources, validation and test each hold the 5 sources of their range at the lowest
   positions (with all their pairs), the rest is training: a partition by source, the
   same for the TSV file of the same pairs. The prepared data's keys hold the settings."""
-  from seq2seq_jax.data import prepared
-
   pairs = PAIRS + PAIRS[:100]  # 100 sources twice
   prefix = _write_parallel(tmp_path / 'corpus' / 'train', pairs)
   config = _config(tmp_path, train_prefix=str(prefix), src_lang='de', tgt_lang='en')
@@ -284,11 +286,11 @@ def test_carved_splits_of_text_and_tsv_files_are_capped(tmp_path: Path) -> None:
   keys = set()
   for settings in ((0.02, 5000), (0.1, 5), (0.1, 6)):
     config.data.heldout_share, config.data.heldout_max_sources = settings
-    store = prepared.Store(config.data, 'source')
+    store = prepared.Store(input_pipeline.settings(config.data), 'source')
     keys.add((store.tokenizer_dir(), store.encoded_dir('tokenizers')))
   assert len(keys) == 3
   config.data.validation_prefix = config.data.test_prefix = str(prefix)  # nothing carved
-  assert sources.heldout_settings(config.data) == {}
+  assert sources.from_config(config.data).heldout_settings() == {}
   config.data.validation_prefix, config.data.heldout_share = '', 0.6
   with pytest.raises(errors.UserError, match='data.heldout_share must be above 0 and at most 0.5'):
     _load_pairs(config.data, 'validation')

@@ -8,6 +8,7 @@ import socket
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tensorflow_datasets as tfds
@@ -46,13 +47,28 @@ def _zip(directory: Path, content: str, member: str = 'fra-eng/fra.txt') -> Path
   return path
 
 
-def _pairs(tmp_path: Path, split: str = 'full', manual: Path | None = None, **langs: str) -> list:
-  manual_dir = str(manual or tmp_path / 'manual')
-  return fe.load_pairs(split, data_dir=str(tmp_path / 'tfds'), manual_dir=manual_dir, **langs)
+def _source(
+  tmp_path: Path,
+  manual: Path | str | None = None,
+  held_out: tuple[float, int] = (heldout.SHARE, heldout.MAX_SOURCES),
+  src_lang: str = 'en',
+  tgt_lang: str = 'fr',
+) -> fe.TatoebaSource:
+  """The source of `manual` ('': the book's download; None: tmp_path/manual)."""
+  manual_dir = str(tmp_path / 'manual') if manual is None else str(manual)
+  return fe.TatoebaSource(manual_dir, src_lang, tgt_lang, str(tmp_path / 'tfds'), held_out)
+
+
+def _load(tmp_path: Path, split: str, manual: Path | None = None, **langs: str) -> fe.PairSource:
+  return _source(tmp_path, manual, **langs).load(split)
+
+
+def _pairs(tmp_path: Path, split: str = 'full', manual: Path | None = None, **kwargs: Any) -> list:
+  return [p for chunk in _source(tmp_path, manual, **kwargs).iter_pairs(split) for p in chunk]
 
 
 def _builder(tmp_path: Path, manual: Path | None = None, **langs: str) -> fe.Tatoeba:
-  return fe.prepare(str(tmp_path / 'tfds'), str(manual or tmp_path / 'manual'), **langs)
+  return _source(tmp_path, manual, **langs).build()
 
 
 def test_split_of_follows_the_md5_of_the_preprocessed_source() -> None:
@@ -87,7 +103,7 @@ def test_parse_pairs_skips_and_counts_malformed_lines() -> None:
 def test_plain_fra_txt(tmp_path: Path) -> None:
   _write(tmp_path / 'manual', _lines(PAIRS))
   assert _pairs(tmp_path) == PAIRS
-  source = fe.load('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(tmp_path / 'manual'))
+  source = _load(tmp_path, 'full')
   assert len(source) == len(PAIRS)
   first, last = source[0], source[-1]
   assert first == {'en': 'Go.', 'fr': 'Va !', 'index': 0}
@@ -133,10 +149,7 @@ def test_malformed_lines_are_skipped_counted_and_logged(
   with caplog.at_level(logging.INFO):
     pairs = _pairs(tmp_path)
   assert pairs == PAIRS
-  manual = str(tmp_path / 'manual')
-  indices = [
-    ex['index'] for ex in fe.load('full', data_dir=str(tmp_path / 'tfds'), manual_dir=manual)
-  ]
+  indices = [ex['index'] for ex in _load(tmp_path, 'full')]
   assert indices == list(range(len(PAIRS)))
   metadata = _builder(tmp_path).info.metadata
   assert (metadata['kept'], metadata['skipped'], metadata['first_skipped']) == (6, 3, 3)
@@ -156,12 +169,11 @@ def test_slices_keep_file_order(tmp_path: Path) -> None:
   assert _pairs(tmp_path, 'full[:3]') == PAIRS[:3]
   assert _pairs(tmp_path, 'full[2:5]') == PAIRS[2:5]
   assert _pairs(tmp_path, 'full[-2:]') == PAIRS[-2:]
-  manual = str(tmp_path / 'manual')
-  source = fe.load('full[1:4]', data_dir=str(tmp_path / 'tfds'), manual_dir=manual)
+  source = _load(tmp_path, 'full[1:4]')
   assert [ex['index'] for ex in source] == [1, 2, 3]
   assert [ex['en'] for ex in source[1:]] == ['Run!', 'Run!']
   with pytest.raises(ValueError, match='unknown tatoeba split'):
-    fe.load('dev', data_dir=str(tmp_path / 'tfds'), manual_dir=manual)
+    _load(tmp_path, 'dev')
 
 
 def test_splits_partition_full_by_source(tmp_path: Path) -> None:
@@ -183,13 +195,7 @@ def test_splits_partition_full_by_source(tmp_path: Path) -> None:
   assert not sources['train'] & sources['validation']
   assert not sources['train'] & sources['test']
   assert not sources['validation'] & sources['test']
-  indices = {
-    name: [
-      ex['index']
-      for ex in fe.load(name, data_dir=str(tmp_path / 'tfds'), manual_dir=str(tmp_path / 'manual'))
-    ]
-    for name in split_pairs
-  }
+  indices = {name: [ex['index'] for ex in _load(tmp_path, name)] for name in split_pairs}
   assert sorted(sum(indices.values(), [])) == list(range(len(full)))
   assert all(v == sorted(v) for v in indices.values())
 
@@ -205,7 +211,7 @@ def test_a_split_without_pairs_reads_as_empty(tmp_path: Path) -> None:
 def test_offline_without_manual_file_fails_fast(
   tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-  monkeypatch.setattr(fe, 'host_reachable', lambda *a, **k: False)
+  monkeypatch.setattr(manythings, 'host_reachable', lambda *a, **k: False)
 
   def no_download(*args: object, **kwargs: object) -> None:
     raise AssertionError('must not try to download')
@@ -213,11 +219,11 @@ def test_offline_without_manual_file_fails_fast(
   monkeypatch.setattr(tfds.download.DownloadManager, 'download', no_download)
   start = time.monotonic()
   with pytest.raises(fe.DataUnavailableError) as info:
-    fe.load_pairs('train', data_dir=str(tmp_path / 'tfds'), manual_dir=None)
+    _pairs(tmp_path, 'train', manual='')
   assert time.monotonic() - start < 10
-  assert isinstance(info.value, RuntimeError)
+  assert isinstance(info.value, errors.UserError)  # a one-line error
   message = str(info.value)
-  assert fe.URL in message and 'manythings.org/anki' in message
+  assert manythings.URL in message and 'manythings.org/anki' in message
   assert '--config.data.manual_dir=DIR' in message
 
 
@@ -225,11 +231,11 @@ def test_manual_dir_without_source_file_is_an_error(tmp_path: Path) -> None:
   empty = tmp_path / 'empty'
   _write(empty, 'unrelated', name='README')
   with pytest.raises(fe.DataUnavailableError, match='holds no fra.txt or fra-eng.zip') as e:
-    fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(empty))
+    _pairs(tmp_path, manual=empty)
   assert str(empty) in str(e.value)
   _write(empty, _lines(PAIRS), name='deu.txt')  # another language: say what is there
   with pytest.raises(fe.DataUnavailableError, match=r'holds no fra.txt .*\(it holds README, deu'):
-    fe.load_pairs('full', data_dir=str(tmp_path / 'tfds'), manual_dir=str(empty))
+    _pairs(tmp_path, manual=empty)
 
 
 def test_another_language_missing_offers_manythings_not_the_book_zip(tmp_path: Path) -> None:
@@ -243,7 +249,7 @@ def test_another_language_missing_offers_manythings_not_the_book_zip(tmp_path: P
     f'deu-eng.zip there, put it (or the deu.txt it holds) in {manual}, or pass '
     '--config.data.manual_dir=FILE'
   )
-  assert 'fra-eng.zip' not in str(e.value) and fe.URL not in str(e.value)
+  assert 'fra-eng.zip' not in str(e.value) and manythings.URL not in str(e.value)
   (manual / 'fra.txt').unlink()
   with pytest.raises(fe.DataUnavailableError, match=r'holds no deu.txt .*\(it is empty\)'):
     _pairs(tmp_path, src_lang='deu', tgt_lang='en')
@@ -306,9 +312,7 @@ def test_any_manythings_language(tmp_path: Path) -> None:
   with zipfile.ZipFile(zipped / 'deu-eng.zip', 'w') as archive:
     archive.writestr('deu.txt', _lines(pairs))
   assert _pairs(tmp_path, manual=zipped, tgt_lang='de') == pairs
-  item = fe.load(
-    'full[:1]', data_dir=str(tmp_path / 'tfds'), manual_dir=str(zipped), tgt_lang='de'
-  )[0]
+  item = _load(tmp_path, 'full[:1]', manual=zipped, tgt_lang='de')[0]
   assert item == {'en': 'I see.', 'de': 'Ich verstehe.', 'index': 0}
 
 
@@ -340,10 +344,10 @@ def test_host_reachable() -> None:
   server.listen(1)
   port = server.getsockname()[1]
   try:
-    assert fe.host_reachable('127.0.0.1', port, timeout=2.0)
+    assert manythings.host_reachable('127.0.0.1', port, timeout=2.0)
   finally:
     server.close()
-  assert not fe.host_reachable('127.0.0.1', port, timeout=0.5)
+  assert not manythings.host_reachable('127.0.0.1', port, timeout=0.5)
 
 
 def test_a_preparation_finished_by_another_process_is_used(
@@ -406,10 +410,8 @@ def test_capped_splits_of_a_prepared_file(tmp_path: Path) -> None:
     (f'Sentence number {i}.', f'Phrase {i}, traduction {k}.') for i in range(300) for k in (0, 1)
   ]
   _write(tmp_path / 'manual', _lines(pairs))
-  manual, data_dir = str(tmp_path / 'manual'), str(tmp_path / 'tfds')
   capped = {
-    name: fe.load_pairs(name, data_dir=data_dir, manual_dir=manual, heldout=(0.1, 4))
-    for name in ('train', 'validation', 'test')
+    name: _pairs(tmp_path, name, held_out=(0.1, 4)) for name in ('train', 'validation', 'test')
   }
   carving = heldout.carve(0.1, 4, [heldout.split_position(en) for en, _ in pairs])
   for name, some in capped.items():
@@ -419,6 +421,6 @@ def test_capped_splits_of_a_prepared_file(tmp_path: Path) -> None:
   assert sum(map(len, capped.values())) == len(pairs)
   names = sorted(p.name for p in (tmp_path / 'tfds' / 'tatoeba').iterdir())
   assert len(names) == 1 and names[0].endswith('_held0p1_max4')
-  default = fe.load_pairs('test', data_dir=data_dir, manual_dir=manual)
+  default = _pairs(tmp_path, 'test')
   assert default == [p for p in pairs if heldout.split_of(p[0]) == 'test']
   assert len(list((tmp_path / 'tfds' / 'tatoeba').iterdir())) == 2

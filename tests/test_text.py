@@ -145,3 +145,13 @@ def test_reference_normalises_spaces(raw: str, expected: str) -> None:
 def test_detokenize() -> None:
   assert text.detokenize(['va', '!']) == 'va !'
   assert text.detokenize([]) == ''
+
+
+def test_clean_makes_non_breaking_spaces_plain_and_nothing_else() -> None:
+  assert text.clean('Cours\u202f! Ça alors\xa0!') == 'Cours ! Ça alors !'
+  assert text.clean(' Keep\tCase  and\ttabs ') == ' Keep\tCase  and\ttabs '
+
+
+def test_is_blank_is_white_space_only() -> None:
+  assert all(text.is_blank(s) for s in ('', ' ', '\t \r\n', '\u3000'))
+  assert not any(text.is_blank(s) for s in ('.', ' a ', '\xa0!'))

@@ -45,9 +45,9 @@ def test_unknown_kind_and_missing_files_are_clear(tmp_path: Path) -> None:
     tokenizers.load(tmp_path, 'sentencepiece')
 
 
-def test_score_form_puts_both_tokenizers_on_one_scale() -> None:
-  assert text.score_form('Je suis  chez moi.') == 'je suis chez moi .'
-  assert text.score_form('je suis chez moi .') == 'je suis chez moi .'
+def test_normal_form_puts_both_tokenizers_on_one_scale() -> None:
+  assert text.normal_form('Je suis  chez moi.') == 'je suis chez moi .'
+  assert text.normal_form('je suis chez moi .') == 'je suis chez moi .'
 
 
 def test_sentencepiece_on_a_language_without_spaces() -> None:

@@ -6,7 +6,7 @@ the sources within it), up to `MAX_SOURCES` distinct sources each (`carve`): pas
 the sources of highest position go back to training. All translations of one source land
 in one split, the same corpus and settings give the same splits, and a corpus under the
 cap keeps the uncapped split (`split_of`). Used by the Tatoeba builder (`tatoeba.py`) and
-for text and TSV files (`sources.py`).
+for text and TSV files (`filesources.py`).
 """
 
 from __future__ import annotations
@@ -61,13 +61,13 @@ class Carving:
     return 'train'
 
 
-def _width(share: float, max_sources: int) -> int:
+def share_width(share: float, max_sources: int) -> int:
   """The share's range of `split_position`s; one-line errors for settings that cannot be."""
   exact = fractions.Fraction(str(share))  # 0.02 exactly: the book's 2 percentiles
   if not 0 < exact <= fractions.Fraction(1, 2):
-    raise errors.UserError(f'data.heldout_share must be above 0 and at most 0.5, got {share}')
+    raise errors.ConfigError(f'data.heldout_share must be above 0 and at most 0.5, got {share}')
   if max_sources < 0:
-    raise errors.UserError(
+    raise errors.ConfigError(
       f'data.heldout_max_sources must be 0 (no cap) or more, got {max_sources}'
     )
   return int(exact * 100 * _FINE)
@@ -82,7 +82,7 @@ def carve(
   training. The same corpus and settings give the same splits, disjoint by source; a
   corpus under the cap keeps the uncapped split. One pass over `positions`, holding at
   most `max_sources + 1` of them per split."""
-  width = _width(share, max_sources)
+  width = share_width(share, max_sources)
   ends = {'test': width, 'validation': 2 * width}
   if max_sources:
     lowest: dict[str, tuple[list[int], set[int]]] = {name: ([], set()) for name in ends}

@@ -1,7 +1,8 @@
 """Finding and reading a manythings.org (Tatoeba) file: which file a config's languages
 and `data.manual_dir` name (`resolve`), its text from a plain file or a zip
 (`read_source`), its pairs (`parse_pairs`: `English<TAB>Other[<TAB>attribution]`, malformed
-lines skipped and counted) and the language codes (ISO 639-1 or the file's 639-3)."""
+lines skipped and counted) and the language codes (ISO 639-1 or the file's 639-3). The
+Tatoeba builder (`tatoeba.py`) reads what this module finds."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from seq2seq_jax import errors
+from seq2seq_jax.data import text
 
 URL = 'http://d2l-data.s3-accelerate.amazonaws.com/fra-eng.zip'
 URL_HOST = 'd2l-data.s3-accelerate.amazonaws.com'
@@ -52,7 +54,7 @@ def file_code(lang: str) -> str:
   return _FILE_CODES.get(language(lang), language(lang))
 
 
-class DataUnavailableError(errors.UserError):  # A RuntimeError; the CLIs print it in one line.
+class DataUnavailableError(errors.UserError):  # a UserError: the CLIs print it in one line
   """The source file is neither in the manual directory nor downloadable."""
 
 
@@ -67,7 +69,8 @@ class Parsed(NamedTuple):
 def parse_pairs(data: bytes, name: str = 'fra.txt') -> Parsed:
   """Parses `English<TAB>Other[<TAB>...]` lines; malformed lines are skipped and counted.
 
-  Raises ValueError naming `name` and the 1-based line of the first line that is not UTF-8.
+  Raises `errors.DataError` naming `name` and the 1-based line of the first line that is
+  not UTF-8.
   """
   lines = data.split(b'\n')
   if lines and not lines[-1].strip(b'\r'):
@@ -77,11 +80,11 @@ def parse_pairs(data: bytes, name: str = 'fra.txt') -> Parsed:
     try:
       line = raw.decode('utf-8').rstrip('\r\n')
     except UnicodeDecodeError as e:
-      raise ValueError(f'{name}: line {number} is not valid UTF-8 ({e.reason})') from None
+      raise errors.DataError(f'{name}: line {number} is not valid UTF-8 ({e.reason})') from None
     if number == 1:
       line = line.removeprefix('\ufeff')
     parts = line.split('\t')
-    if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
+    if len(parts) < 2 or text.is_blank(parts[0]) or text.is_blank(parts[1]):
       skipped += 1
       first_skipped = first_skipped or number
       continue
@@ -90,7 +93,7 @@ def parse_pairs(data: bytes, name: str = 'fra.txt') -> Parsed:
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
+class PairsFile:
   """Which pairs to read: a manythings file of English and `lang`, and the direction."""
 
   lang: str  # the language paired with English (canonical code, e.g. 'fr')
@@ -103,7 +106,7 @@ class Source:
     return ('en', self.lang) if self.english_source else (self.lang, 'en')
 
 
-def resolve(manual_dir: str | Path | None, src_lang: str = 'en', tgt_lang: str = 'fr') -> Source:
+def resolve(manual_dir: str | Path | None, src_lang: str, tgt_lang: str) -> PairsFile:
   """The source file and direction for a config; a one-line error for what cannot work:
   a path that does not exist, a directory without a file of the pair, a file of another
   language, the same language on both sides, a pair without English."""
@@ -125,7 +128,7 @@ def resolve(manual_dir: str | Path | None, src_lang: str = 'en', tgt_lang: str =
         f"no data.manual_dir: only the book's English-French zip is downloaded; get "
         f'{code}-eng.zip from {ANKI_URL} and pass --config.data.manual_dir=FILE_OR_DIR'
       )
-    return Source(lang, src == 'en', None)
+    return PairsFile(lang, src == 'en', None)
   path = Path(manual_dir).expanduser()
   if not path.exists():
     raise DataUnavailableError(f'data.manual_dir {path} does not exist')
@@ -136,13 +139,13 @@ def resolve(manual_dir: str | Path | None, src_lang: str = 'en', tgt_lang: str =
         f'{path} holds English-{named} pairs (by its name), not the {lang!r} of '
         f'data.src_lang={src!r} / data.tgt_lang={tgt!r}'
       )
-    return Source(lang, src == 'en', path)
+    return PairsFile(lang, src == 'en', path)
   for name in (f'{code}.txt', f'{code}-eng.zip'):
     if (path / name).is_file():
-      return Source(lang, src == 'en', path / name)
+      return PairsFile(lang, src == 'en', path / name)
   missing = f'the manual directory {path} holds no {code}.txt or {code}-eng.zip ({_holds(path)})'
   if lang == 'fr':  # the book's pair: its zip is the one to get
-    raise DataUnavailableError(_unavailable_message(missing))
+    raise DataUnavailableError(unavailable_message(missing))
   raise DataUnavailableError(
     f'{missing}. Files of English and another language come from {ANKI_URL}: get '
     f'{code}-eng.zip there, put it (or the {code}.txt it holds) in {path}, or pass '
@@ -171,10 +174,10 @@ def _file_language(path: Path) -> str | None:
 
 def read_source(path: str | Path, lang: str = 'fr') -> bytes:
   """The bytes of the pairs file, read directly or from a zip holding it at any path."""
-  return _read_named(path, lang)[0]
+  return read_named(path, lang)[0]
 
 
-def _read_named(path: str | Path, lang: str = 'fr') -> tuple[bytes, str]:
+def read_named(path: str | Path, lang: str = 'fr') -> tuple[bytes, str]:
   """The bytes of the pairs file in `path` and a name for it in messages."""
   path = Path(path)
   if not zipfile.is_zipfile(path):
@@ -212,7 +215,8 @@ def host_reachable(
   return bool(result)
 
 
-def _unavailable_message(reason: str) -> str:
+def unavailable_message(reason: str) -> str:
+  """`reason`, then how to give the book's file by hand."""
   return (
     f'{reason}. Download {URL} (or a file such as fra.txt from {ANKI_URL}), put it in a '
     'directory DIR and pass --config.data.manual_dir=DIR.'

@@ -1,30 +1,29 @@
 """Prepared data, made once and reused: the tokenizers and every split's token ids
-(`prepare`, which `input_pipeline.prepare` calls).
+(`make_data`, which `input_pipeline.prepare` calls with the `DataSettings` it read from
+the config).
 
 Under `<data.data_dir>/seq2seq_jax/`:
-- `tokenizers/<key>/`: the two tokenizer files, for a key made from the source files'
-  contents (`sources.fingerprint`), the direction, the splits (with the share and cap of
-  the held-out splits carved from the training pairs) and the tokenizer settings;
+- `tokenizers/<key>/`: the two tokenizer files, for a key made from the source's contents
+  (`Source.content_key`), the direction, the splits (with the share and cap of the
+  held-out splits carved from the training pairs) and the tokenizer settings;
 - `encoded/<key>/`: `train_*.npy` and `val_*.npy` (padded ids and lengths, uint16 when the
   vocabularies allow; read back memory-mapped), `val_text.json` (the validation text, for
   BLEU) and `meta.json`, for a key made from the same plus the tokenizer files' bytes and
   the length settings.
 
-Each is written into a temporary folder renamed into place when complete, so a
-preparation killed halfway leaves nothing that is read later (its leftover is removed by
-the next preparation). A source file that changed has another fingerprint, hence another
-key: it is prepared anew beside the old one. Deleting `<data_dir>/seq2seq_jax` at any
-time only costs a new preparation.
+Each is written into a temporary folder renamed into place when complete
+(`splitfiles.write_atomically`), so a preparation killed halfway leaves nothing that is
+read later (its leftover is removed by the next preparation). A source file that changed
+has another content key, hence another folder: it is prepared anew beside the old one.
+Deleting `<data_dir>/seq2seq_jax` at any time only costs a new preparation.
 """
 
 from __future__ import annotations
 
-import ctypes
+import dataclasses
 import functools
-import gc
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,177 +33,104 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from seq2seq_jax.data import input_pipeline, sources, textfiles, tokenizers
+from seq2seq_jax import errors
+from seq2seq_jax.data import encoding, sources, splitfiles, textfiles, tokenizers
 
 ROOT = 'seq2seq_jax'
 VERSION = 2  # bump when the layout or the encoding changes
-_ARRAYS = ('src', 'src_len', 'tgt', 'tgt_len')
+Pairs = list[tuple[str, str]]
 
 
-def digest(parts: Any) -> str:
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+  """What a preparation reads from the data config, read once (`input_pipeline.settings`)."""
+
+  source: sources.Source
+  train_split: str
+  val_split: str
+  max_pairs: int  # > 0: only the first max_pairs pairs of each split
+  tokenizer: tokenizers.TokenizerSettings
+  lengths: encoding.Lengths
+  data_dir: str  # the prepared folders are under <data_dir>/seq2seq_jax
+
+  def pairs(self, split: str) -> Iterator[Pairs]:
+    """The pairs of a split in chunks, the first `max_pairs` when that is set."""
+    return textfiles.capped(self.source.iter_pairs(split), self.max_pairs)
+
+
+def digest(parts: Any) -> str:  # noqa: ANN401
   """16 hex digits of the sha1 of `parts` as sorted JSON."""
   return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def file_digest(*paths: Path) -> str:
-  """The sha1 of the files' bytes, in order."""
-  h = hashlib.sha1()
-  for path in paths:
-    with open(path, 'rb') as f:
-      while chunk := f.read(1 << 22):
-        h.update(chunk)
-  return h.hexdigest()
-
-
-def tokenizer_settings(data_cfg) -> dict[str, Any]:  # noqa: ANN001
-  """What the tokenizers depend on besides the source files."""
-  kind = data_cfg.tokenizer
-  settings: dict[str, Any] = {
+def tokenizer_key(settings: DataSettings) -> dict[str, Any]:
+  """What the tokenizers depend on besides the source's contents."""
+  tok, source = settings.tokenizer, settings.source
+  key: dict[str, Any] = {
     'version': VERSION,
-    'kind': kind,
-    'langs': [data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')],
-    'train_split': data_cfg.train_split,
-    'max_pairs': data_cfg.max_pairs,
-    **sources.heldout_settings(data_cfg),  # which pairs the carved splits leave to train
+    'kind': tok.kind,
+    'langs': [source.src_lang, source.tgt_lang],
+    'train_split': settings.train_split,
+    'max_pairs': settings.max_pairs,
+    **source.heldout_settings(),  # which pairs the carved splits leave to train
   }
-  if kind == 'word':
-    settings |= {'min_freq': data_cfg.min_freq, 'num_steps': data_cfg.num_steps}
+  if tok.kind == 'word':
+    key |= {'min_freq': tok.min_freq, 'num_steps': tok.num_steps}
   else:
-    settings |= {
-      'vocab_size': data_cfg.get('vocab_size', 8000),
-      'sentences': data_cfg.get('tokenizer_sentences', 0),
-    }
-  if data_cfg.vocab_includes_validation:
-    settings['with_validation'] = data_cfg.val_split
-  return settings
+    key |= {'vocab_size': tok.vocab_size, 'sentences': tok.sample}
+  if tok.with_validation:
+    key['with_validation'] = settings.val_split
+  return key
 
 
-def encoding_settings(data_cfg, tokenizer_files: str) -> dict[str, Any]:  # noqa: ANN001
-  """What the encoded splits depend on besides the source files."""
+def encoding_key(settings: DataSettings, tokenizer_files: str) -> dict[str, Any]:
+  """What the encoded splits depend on besides the source's contents."""
+  source, lengths = settings.source, settings.lengths
   return {
     'version': VERSION,
-    'langs': [data_cfg.get('src_lang', 'en'), data_cfg.get('tgt_lang', 'fr')],
-    'splits': [data_cfg.train_split, data_cfg.val_split],
-    **sources.heldout_settings(data_cfg),
-    'max_pairs': data_cfg.max_pairs,
+    'langs': [source.src_lang, source.tgt_lang],
+    'splits': [settings.train_split, settings.val_split],
+    **source.heldout_settings(),
+    'max_pairs': settings.max_pairs,
     'tokenizers': tokenizer_files,
-    'num_steps': data_cfg.num_steps,
-    'max_len': data_cfg.max_len,
-    'length_quantile': data_cfg.length_quantile,
+    'num_steps': lengths.num_steps,
+    'max_len': lengths.max_len,
+    'length_quantile': lengths.quantile,
   }
 
 
 class Store:
-  """The prepared folders of one data config."""
+  """The prepared folders of one source (by its `content_key`) and settings."""
 
-  def __init__(self, data_cfg, fingerprint: str):  # noqa: ANN001
-    self.root = Path(os.path.expanduser(data_cfg.data_dir)) / ROOT
-    self.data_cfg = data_cfg
-    self.fingerprint = fingerprint
+  def __init__(self, settings: DataSettings, content_key: str):
+    self.root = Path(settings.data_dir) / ROOT
+    self.settings = settings
+    self.content_key = content_key
 
   def tokenizer_dir(self) -> Path:
-    key = digest([self.fingerprint, tokenizer_settings(self.data_cfg)])
+    key = digest([self.content_key, tokenizer_key(self.settings)])
     return self.root / 'tokenizers' / key
 
   def encoded_dir(self, tokenizer_files: str) -> Path:
-    key = digest([self.fingerprint, encoding_settings(self.data_cfg, tokenizer_files)])
+    key = digest([self.content_key, encoding_key(self.settings, tokenizer_files)])
     return self.root / 'encoded' / key
 
 
-def complete(directory: Path) -> bool:
-  return (directory / 'meta.json').is_file()
+@dataclasses.dataclass
+class Data:
+  """What training needs from the pipeline."""
 
+  src_tok: tokenizers.Tokenizer
+  tgt_tok: tokenizers.Tokenizer
+  train: encoding.EncodedPairs
+  val: encoding.EncodedPairs
+  max_len: int  # the longest sequence (either side, `<eos>` included) the model sees
+  tgt_lang: str
 
-def write_atomically(directory: Path, write: Callable[[Path], dict[str, Any]]) -> None:
-  """`write(tmp)` fills a temporary folder and returns its metadata; then `meta.json`
-  and the rename make it `directory` at once. A concurrent writer of the same folder
-  (another process) wins or loses the rename harmlessly: the contents are the same."""
-  directory.parent.mkdir(parents=True, exist_ok=True)
-  for stale in directory.parent.glob(f'.tmp-{directory.name}-*'):
-    pid = stale.name.rsplit('-', 1)[-1]
-    if not (pid.isdigit() and _alive(int(pid))):
-      shutil.rmtree(stale, ignore_errors=True)  # left by a killed preparation
-  tmp = directory.parent / f'.tmp-{directory.name}-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir()
-  try:
-    meta = write(tmp)
-    (tmp / 'meta.json').write_text(json.dumps(meta, indent=1, sort_keys=True))
-    try:
-      os.rename(tmp, directory)
-    except OSError:
-      if not complete(directory):
-        raise
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-  if pid == os.getpid():
-    return True
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def save_split(directory: Path, name: str, enc: Any, with_text: bool) -> None:
-  """Writes an `EncodedPairs`' arrays (and its text when `with_text`)."""
-  for field in _ARRAYS:
-    np.save(directory / f'{name}_{field}.npy', getattr(enc, field))
-  if with_text:
-    text = {'sources': enc.sources, 'targets': enc.targets}
-    (directory / f'{name}_text.json').write_text(json.dumps(text, ensure_ascii=False))
-
-
-def save_ragged_split(
-  directory: Path,
-  name: str,
-  src: tuple[np.ndarray, np.ndarray],
-  tgt: tuple[np.ndarray, np.ndarray],
-  *,
-  num_steps: int,
-  max_len: int,
-) -> int:
-  """The arrays `save_split` writes for `select_pairs(src, tgt, ...)`, padded and written a
-  chunk of rows at a time, so the padded arrays are never all in memory. The row count."""
-  keep, width = input_pipeline.selection(src[1], tgt[1], num_steps=num_steps, max_len=max_len)
-  for side, (flat, lengths) in (('src', src), ('tgt', tgt)):
-    starts = input_pipeline.ragged_starts(lengths)
-    with open(directory / f'{name}_{side}.npy', 'wb') as f:
-      header = {
-        'descr': np.lib.format.dtype_to_descr(flat.dtype),
-        'fortran_order': False,
-        'shape': (len(keep), width),
-      }
-      np.lib.format.write_array_header_2_0(f, header)
-      for lo in range(0, len(keep), textfiles.CHUNK):
-        rows = keep[lo : lo + textfiles.CHUNK]
-        f.write(input_pipeline.pack_ragged(flat, lengths, rows, width, starts)[0].tobytes())
-    np.save(directory / f'{name}_{side}_len.npy', np.minimum(lengths[keep], width).astype(np.int32))
-  return len(keep)
-
-
-def release_memory() -> None:
-  """Gives the heap the preparation freed back to the system (glibc's `malloc_trim`), so
-  that training's peak does not carry it."""
-  gc.collect()
-  try:
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-  except (OSError, AttributeError):
-    pass  # not glibc: nothing to trim
-
-
-def load_split(directory: Path, name: str) -> dict[str, Any]:
-  """The arrays of a split, memory-mapped, and its text where it was saved."""
-  out: dict[str, Any] = {f: np.load(directory / f'{name}_{f}.npy', mmap_mode='r') for f in _ARRAYS}
-  text_file = directory / f'{name}_text.json'
-  if text_file.is_file():
-    out |= json.loads(text_file.read_text())
-  return out
+  @property
+  def score_form(self) -> tokenizers.Form:
+    """How translations are scored (`tokenizers.form_for`)."""
+    return tokenizers.form_for(self.tgt_tok.kind, self.tgt_lang)
 
 
 def sample_pairs(
@@ -228,141 +154,128 @@ def sample_pairs(
   return [pair for _, pair in sorted(kept, key=lambda item: item[0])]
 
 
-def _train_tokenizers(data_cfg, train_chunks, val_pairs):  # noqa: ANN001, ANN202
-  """SentencePiece on a sample of `data.tokenizer_sentences` training pairs (streamed);
-  word tokens on all of them."""
-  sample = data_cfg.get('tokenizer_sentences', 0)
-  if data_cfg.tokenizer == 'sentencepiece' and sample > 0:
-    pairs = sample_pairs(train_chunks(), sample)
+def _train_tokenizers(
+  settings: DataSettings, val_pairs: Callable[[], Pairs]
+) -> tuple[tokenizers.Tokenizer, tokenizers.Tokenizer]:
+  """SentencePiece on a sample of `tokenizer.sample` training pairs (streamed); word
+  tokens on all of them."""
+  tok = settings.tokenizer
+  chunks = settings.pairs(settings.train_split)
+  if tok.kind == 'sentencepiece' and tok.sample > 0:
+    pairs = sample_pairs(chunks, tok.sample)
   else:
-    pairs = [pair for chunk in train_chunks() for pair in chunk]
+    pairs = [pair for chunk in chunks for pair in chunk]
   if not pairs:
-    raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
-  if data_cfg.vocab_includes_validation:
+    raise errors.DataError(f'the training split {settings.train_split!r} is empty')
+  if tok.with_validation:
     pairs += val_pairs()
   return tokenizers.train(
-    data_cfg.tokenizer,
+    tok.kind,
     pairs,
-    min_freq=data_cfg.min_freq,
-    num_steps=data_cfg.num_steps or None,
-    vocab_size=data_cfg.get('vocab_size', 8000),
+    min_freq=tok.min_freq,
+    num_steps=tok.num_steps or None,
+    vocab_size=tok.vocab_size,
   )
 
 
-def encode_stream(
-  chunks: Iterable[list[tuple[str, str]]], src_tok: Any, tgt_tok: Any, dtype: np.dtype
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-  """Ragged ids (flat ids, lengths) of both sides of a stream of pairs, a chunk at a time
-  (one batched tokenizer call a side per chunk)."""
-  src, tgt = [], []
-  for chunk in chunks:
-    src.append(input_pipeline.encode_ragged(src_tok, [s for s, _ in chunk], dtype))
-    tgt.append(input_pipeline.encode_ragged(tgt_tok, [t for _, t in chunk], dtype))
-  if not src:
-    return (np.zeros(0, dtype), np.zeros(0, np.int64)), (np.zeros(0, dtype), np.zeros(0, np.int64))
+def tokenizer_dir(
+  settings: DataSettings, store: Store, workdir: str | None, val_pairs: Callable[[], Pairs]
+) -> Path:
+  """Where the tokenizers are: the workdir's (a resumed run) or the prepared ones,
+  trained now when they were not before (and copied into `workdir`)."""
+  kind = settings.tokenizer.kind
+  if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
+    return Path(workdir)
+  directory = store.tokenizer_dir()
+  if not splitfiles.complete(directory):
 
-  def joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate([f for f, _ in parts]), np.concatenate([n for _, n in parts])
+    def write_tokenizers(tmp: Path) -> dict:
+      trained = _train_tokenizers(settings, val_pairs)
+      for tok, path in zip(trained, tokenizers.paths(tmp, kind), strict=True):
+        tok.save(path)
+      return {'settings': tokenizer_key(settings), 'source': store.content_key}
 
-  return joined(src), joined(tgt)
+    settings.source.build()  # TFDS's preparation, timed and logged on its own
+    t0 = time.perf_counter()
+    logging.info('data: training the %s tokenizers (once for this source)', kind)
+    splitfiles.write_atomically(directory, write_tokenizers)
+    logging.info('data: trained the tokenizers in %.1f s', time.perf_counter() - t0)
+  if workdir:
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    for path in tokenizers.paths(directory, kind):
+      shutil.copyfile(path, Path(workdir) / path.name)
+  return directory
 
 
-def _save_tokenizers(src_tok, tgt_tok, directory, kind: str) -> None:  # noqa: ANN001
-  src_path, tgt_path = tokenizers.paths(directory, kind)
-  src_tok.save(src_path)
-  tgt_tok.save(tgt_path)
+def encoded_dir(
+  settings: DataSettings,
+  store: Store,
+  toks: tuple[tokenizers.Tokenizer, tokenizers.Tokenizer],
+  tokenizer_files: str,
+  val_pairs: Callable[[], Pairs],
+) -> Path:
+  """Where the encoded training and validation splits are, encoded now when they were
+  not before (the training split streamed, padded a chunk of rows at a time)."""
+  directory = store.encoded_dir(tokenizer_files)
+  if splitfiles.complete(directory):
+    logging.info('data: reusing the prepared splits in %s', directory)
+    return directory
+
+  def write_splits(tmp: Path) -> dict:
+    dtype = encoding.id_dtype(toks[0].vocab_size, toks[1].vocab_size)
+    src, tgt = encoding.encode_stream(settings.pairs(settings.train_split), *toks, dtype)
+    if not len(src[1]):
+      raise errors.DataError(f'the training split {settings.train_split!r} is empty')
+    lengths = settings.lengths
+    max_len = lengths.max_len_of(np.maximum(src[1], tgt[1]))
+    splitfiles.save_ragged_split(
+      tmp, 'train', src, tgt, num_steps=lengths.num_steps, max_len=max_len
+    )
+    del src, tgt
+    val = encoding.encode_pairs(val_pairs(), *toks, num_steps=lengths.num_steps, max_len=max_len)
+    splitfiles.save_split(tmp, 'val', val, with_text=True)
+    key = encoding_key(settings, tokenizer_files)
+    return {'max_len': max_len, 'settings': key, 'source': store.content_key}
+
+  t0 = time.perf_counter()
+  logging.info('data: encoding the training and validation splits (once for these settings)')
+  splitfiles.write_atomically(directory, write_splits)
+  logging.info('data: prepared the splits in %s in %.1f s', directory, time.perf_counter() - t0)
+  return directory
 
 
-def prepare(data_cfg, workdir: str | None) -> input_pipeline.Data:  # noqa: ANN001
+def make_data(settings: DataSettings, workdir: str | None) -> Data:
   """The tokenizers and the encoded training and validation splits, from the prepared
   files (this module) when this source and these settings were prepared before, else
   prepared now (and saved there). Tokenizers saved in `workdir` (a resumed run) win."""
-  if data_cfg.tokenizer == 'auto':
-    data_cfg = data_cfg.copy_and_resolve_references()
-    data_cfg.tokenizer = tokenizers.resolve_kind(data_cfg)
-  kind = data_cfg.tokenizer
-  tokenizers.check_kind(kind)
-  store = Store(data_cfg, sources.fingerprint(data_cfg))
-
-  def train_chunks() -> Iterator[list[tuple[str, str]]]:
-    """The training pairs, streamed anew on each call (never all held as text)."""
-    return input_pipeline.iter_pairs(data_cfg, data_cfg.train_split)
-
-  @functools.cache
-  def val_pairs() -> list[tuple[str, str]]:
-    return input_pipeline.load_pairs(data_cfg, data_cfg.val_split)
-
-  if workdir and all(p.exists() for p in tokenizers.paths(workdir, kind)):
-    tok_dir = Path(workdir)
-  else:
-    tok_dir = store.tokenizer_dir()
-    if not complete(tok_dir):
-
-      def write_tokenizers(tmp: Path) -> dict:
-        src, tgt = _train_tokenizers(data_cfg, train_chunks, val_pairs)
-        _save_tokenizers(src, tgt, tmp, kind)
-        return {'settings': tokenizer_settings(data_cfg), 'source': store.fingerprint}
-
-      sources.prepare(data_cfg)  # TFDS's preparation, timed and logged on its own
-      t0 = time.perf_counter()
-      logging.info('data: training the %s tokenizers (once for this source)', kind)
-      write_atomically(tok_dir, write_tokenizers)
-      logging.info('data: trained the tokenizers in %.1f s', time.perf_counter() - t0)
-    if workdir:
-      Path(workdir).mkdir(parents=True, exist_ok=True)
-      for path in tokenizers.paths(tok_dir, kind):
-        shutil.copyfile(path, Path(workdir) / path.name)
-  src_tok, tgt_tok = tokenizers.load(tok_dir, kind)
-  tok_files = file_digest(*tokenizers.paths(tok_dir, kind))
-  enc_dir = store.encoded_dir(tok_files)
-  if complete(enc_dir):
-    logging.info('data: reusing the prepared splits in %s', enc_dir)
-  else:
-
-    def write_splits(tmp: Path) -> dict:
-      dtype = input_pipeline.id_dtype(src_tok.vocab_size, tgt_tok.vocab_size)
-      src, tgt = encode_stream(train_chunks(), src_tok, tgt_tok, dtype)
-      if not len(src[1]):
-        raise ValueError(f'the training split {data_cfg.train_split!r} is empty')
-      if data_cfg.num_steps > 0:
-        max_len = data_cfg.num_steps
-      elif data_cfg.max_len > 0:
-        max_len = data_cfg.max_len
-      else:
-        max_len = input_pipeline.quantile_length(
-          np.maximum(src[1], tgt[1]), data_cfg.length_quantile
-        )
-      enc = dict(num_steps=data_cfg.num_steps, max_len=max_len)
-      save_ragged_split(tmp, 'train', src, tgt, **enc)
-      del src, tgt
-      val = input_pipeline.encode_pairs(val_pairs(), src_tok, tgt_tok, **enc)
-      save_split(tmp, 'val', val, with_text=True)
-      return {
-        'max_len': max_len,
-        'settings': encoding_settings(data_cfg, tok_files),
-        'source': store.fingerprint,
-      }
-
-    t0 = time.perf_counter()
-    logging.info('data: encoding the training and validation splits (once for these settings)')
-    write_atomically(enc_dir, write_splits)
-    logging.info('data: prepared the splits in %s in %.1f s', enc_dir, time.perf_counter() - t0)
+  kind = settings.tokenizer.kind
+  store = Store(settings, settings.source.content_key())
+  val_pairs = functools.cache(
+    lambda: [pair for chunk in settings.pairs(settings.val_split) for pair in chunk]
+  )
+  tok_dir = tokenizer_dir(settings, store, workdir, val_pairs)
+  toks = tokenizers.load(tok_dir, kind)
+  tok_files = textfiles.file_digest(*tokenizers.paths(tok_dir, kind))
+  enc_dir = encoded_dir(settings, store, toks, tok_files, val_pairs)
   val_pairs.cache_clear()  # no corpus text is kept beyond this point
-  release_memory()
+  splitfiles.release_memory()
   meta = json.loads((enc_dir / 'meta.json').read_text())
-  train = input_pipeline.EncodedPairs(**load_split(enc_dir, 'train'))
-  val = input_pipeline.EncodedPairs(**load_split(enc_dir, 'val'))
-  max_len = int(meta['max_len'])
-  src_lang, tgt_lang = input_pipeline.languages(data_cfg)
-  sources.report_slice(data_cfg)  # a slice of the small configs on another corpus: warned
+  data = Data(
+    *toks,
+    splitfiles.load_split(enc_dir, 'train'),
+    splitfiles.load_split(enc_dir, 'val'),
+    int(meta['max_len']),
+    settings.source.tgt_lang,
+  )
+  sources.report_slice(settings.source, settings.train_split)  # a small config's slice
   logging.info(
     'data: %d training pairs, %d validation pairs, max length %d, vocabularies %d (%s) / %d (%s)',
-    len(train),
-    len(val),
-    max_len,
-    src_tok.vocab_size,
-    src_lang,
-    tgt_tok.vocab_size,
-    tgt_lang,
+    len(data.train),
+    len(data.val),
+    data.max_len,
+    data.src_tok.vocab_size,
+    settings.source.src_lang,
+    data.tgt_tok.vocab_size,
+    data.tgt_lang,
   )
-  return input_pipeline.Data(src_tok, tgt_tok, train, val, max_len, tgt_lang)
+  return data

@@ -1,8 +1,10 @@
-"""The book's text processing: normalisation, word tokens and the vocabulary.
+"""The book's text processing: normalisation, word tokens and the vocabulary; the bottom
+of `data/` (it imports nothing of the package but `errors`).
 
 Exactly as in the seed chapter (d2l `MTFraEng`): narrow and non-breaking spaces become
-spaces, text is lowercased, a space is put before `, . ! ?` that lack one, tokens are
-split on spaces and `<eos>` ends every sentence. The vocabulary keeps tokens seen at
+spaces (`clean`, which every tokenizer applies), text is lowercased, a space is put
+before `, . ! ?` that lack one, tokens are split on spaces and `<eos>` ends every
+sentence. The vocabulary keeps tokens seen at
 least `min_freq` times; the four reserved tokens have fixed ids so that padding is 0.
 """
 
@@ -14,19 +16,33 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from seq2seq_jax import errors
+
 PAD, BOS, EOS, UNK = '<pad>', '<bos>', '<eos>', '<unk>'
 RESERVED = (PAD, BOS, EOS, UNK)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
 
 _PUNCT_AFTER_NON_SPACE = re.compile(r'(?<=[^ ])([,.!?])')
+_PLAIN_SPACES = str.maketrans({'\u202f': ' ', '\xa0': ' '})
+
+
+def clean(sentence: str) -> str:
+  """Narrow and non-breaking spaces (French typography puts them before `! ? ;`) made
+  plain spaces: the first step of every tokenizer."""
+  return sentence.translate(_PLAIN_SPACES)
+
+
+def is_blank(line: str) -> bool:
+  """Whether a line holds no sentence (nothing but white space): the one blank-line rule
+  (skipped when reading files and training tokenizers; an empty translation)."""
+  return not line.strip()
 
 
 def preprocess(text: str) -> str:
   """Normalises spaces, lowercases and separates punctuation (the book's rules: a space
   before each `,.!?` that follows anything but a space)."""
-  text = text.replace('\u202f', ' ').replace('\xa0', ' ').lower()
-  return _PUNCT_AFTER_NON_SPACE.sub(r' \1', text)
+  return _PUNCT_AFTER_NON_SPACE.sub(r' \1', clean(text).lower())
 
 
 def tokenize(text: str) -> list[str]:
@@ -39,7 +55,7 @@ def detokenize(tokens: Iterable[str]) -> str:
   return ' '.join(tokens)
 
 
-def score_form(sentence: str) -> str:
+def normal_form(sentence: str) -> str:
   """The form hypotheses and references take for BLEU and chrF, whatever the tokenizer:
   the book's preprocessing with single spaces (word output is already in it)."""
   return detokenize(t for t in preprocess(sentence).split(' ') if t)
@@ -50,11 +66,11 @@ class Vocab:
 
   def __init__(self, idx_to_token: Sequence[str]):
     if tuple(idx_to_token[: len(RESERVED)]) != RESERVED:
-      raise ValueError(f'a vocabulary must start with {RESERVED}, got {idx_to_token[:4]}')
+      raise errors.DataError(f'a vocabulary must start with {RESERVED}, got {idx_to_token[:4]}')
     self.idx_to_token = list(idx_to_token)
     self.token_to_idx = {t: i for i, t in enumerate(self.idx_to_token)}
     if len(self.token_to_idx) != len(self.idx_to_token):
-      raise ValueError('a vocabulary holds each token once')
+      raise errors.DataError('a vocabulary holds each token once')
 
   @classmethod
   def build(cls, sentences: Iterable[Sequence[str]], min_freq: int = 2) -> Vocab:
@@ -120,7 +136,7 @@ class WordTokenizer:
 
   def reference(self, sentence: str) -> str:
     """A reference translation in the same form as `decode` output, for BLEU."""
-    return score_form(sentence)
+    return normal_form(sentence)
 
   def save(self, path: str | Path) -> None:
     self.vocab.save(path)

@@ -1,19 +1,25 @@
-"""Parallel text files and TSV files read line by line: a pass over a corpus of any size
-holds one block of `CHUNK` lines of its text. Line counts are checked before the first
-pair, a line that is not UTF-8 is a one-line error naming the file and line, and a line
-empty on one side only is skipped and counted (`sources.py` chooses what to read)."""
+"""Streams of pairs: parallel text files and TSV files read line by line (a pass over a
+corpus of any size holds one block of `CHUNK` lines of its text), split names with
+slices (`parse_split`), streams cut into chunks (`chunked`) and the digest of files'
+bytes (`file_digest`). Line counts are checked before the first pair, a line that is
+not UTF-8 is a one-line error naming the file and line, and a line empty on one side
+only is skipped and counted (`filesources.py` chooses what to read)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from absl import logging
 
 from seq2seq_jax import errors
+from seq2seq_jax.data import text
 
 CHUNK = 65536  # pairs per chunk of a stream (lines per block read)
+_SPLIT = re.compile(r'^(?P<name>[A-Za-z_][\w-]*)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$')
 
 
 class SourceError(errors.UserError):
@@ -51,7 +57,57 @@ def count_lines(path: Path) -> int:
   return count + (last != b'\n')
 
 
-def _existing(path: str | Path, what: str) -> Path:
+def parse_split(split: str) -> tuple[str, slice]:
+  """'train[10:20]' -> ('train', slice(10, 20)); a one-line error for other forms."""
+  match = _SPLIT.match(split.strip())
+  if not match:
+    raise SourceError(f'cannot read the split {split!r}: expected NAME or NAME[START:STOP]')
+  start, stop = match['start'], match['stop']
+  return match['name'], slice(int(start) if start else None, int(stop) if stop else None)
+
+
+def window(pairs: Iterator[tuple[str, str]], bounds: slice) -> Iterator[tuple[str, str]]:
+  """`pairs[bounds]`, streamed where the bounds allow (non-negative)."""
+  if bounds == slice(None):
+    return pairs
+  if (bounds.start or 0) < 0 or (bounds.stop or 0) < 0:
+    return iter(list(pairs)[bounds])
+  return itertools.islice(pairs, bounds.start, bounds.stop)
+
+
+def chunked(pairs: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+  """`pairs` in lists of at most `size`."""
+  pairs = iter(pairs)
+  while block := list(itertools.islice(pairs, size)):
+    yield block
+
+
+def capped(chunks: Iterable[list[tuple[str, str]]], most: int) -> Iterator[list[tuple[str, str]]]:
+  """The chunks of a stream up to its first `most` pairs in all (0: all of them)."""
+  left = most or None
+  for chunk in chunks:
+    if left is not None:
+      chunk = chunk[:left]
+      left -= len(chunk)
+    if chunk:
+      yield chunk
+    if left == 0:
+      return
+
+
+def file_digest(*paths: Path) -> str:
+  """The sha1 of the files' bytes, in order."""
+  h = hashlib.sha1()
+  for path in paths:
+    with open(path, 'rb') as f:
+      while block := f.read(1 << 22):
+        h.update(block)
+  return h.hexdigest()
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+  """`path` (`~` expanded); a one-line error naming `what` (the config field) when it is
+  not a file."""
   path = Path(path).expanduser()
   if not path.is_file():
     raise SourceError(f'{what} {path} does not exist')
@@ -78,7 +134,7 @@ def _keep(pairs: Iterator[tuple[str, str]], name: str) -> Iterator[tuple[str, st
     logging.warning('%s: skipped %d lines empty on one side only', name, one_sided)
 
 
-def _parallel_files(prefix: str, src_lang: str, tgt_lang: str, field: str) -> tuple[Path, Path]:
+def parallel_files(prefix: str, src_lang: str, tgt_lang: str, field: str) -> tuple[Path, Path]:
   """`PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` of the prefix that `data.<field>` gives; a
   missing one is a one-line error naming the field (and, for the optional validation and
   test prefixes, what a run does without them)."""
@@ -105,7 +161,7 @@ def stream_parallel(
   """Pairs from `PREFIX.<src_lang>` and `PREFIX.<tgt_lang>` (same line counts, checked
   before the first pair), read line by line; `field` is the config field that named the
   prefix (for the error when a file is missing)."""
-  src_path, tgt_path = _parallel_files(prefix, src_lang, tgt_lang, field)
+  src_path, tgt_path = parallel_files(prefix, src_lang, tgt_lang, field)
   src_count, tgt_count = count_lines(src_path), count_lines(tgt_path)
   if src_count != tgt_count:
     raise SourceError(
@@ -126,7 +182,7 @@ def stream_tsv(path: str, columns: tuple[int, ...]) -> Iterator[tuple[str, str]]
     raise SourceError(f'data.tsv_columns must be two column indices >= 0, got {columns}')
   if columns[0] == columns[1]:
     raise SourceError(f'data.tsv_columns names column {columns[0]} for both sides')
-  file = _existing(path, 'data.tsv_file')
+  file = existing_file(path, 'data.tsv_file')
   wanted = max(columns) + 1
 
   def pairs() -> Iterator[tuple[str, str]]:
@@ -134,7 +190,7 @@ def stream_tsv(path: str, columns: tuple[int, ...]) -> Iterator[tuple[str, str]]
     for block in _line_blocks(file):
       for line in block:
         number += 1
-        if not line.strip():
+        if text.is_blank(line):
           continue  # a blank line: nothing on either side
         fields = line.split('\t')
         if len(fields) < wanted:
