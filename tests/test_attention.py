@@ -19,6 +19,7 @@ from seq2seq_jax import attention_plot, errors, inference, models, translate
 from seq2seq_jax.data import text
 from seq2seq_jax.decoding import beam_search, greedy_search
 from tests import fixtures_workdir
+from tests.conftest import draw_params
 
 SRC_VOCAB, TGT_VOCAB, MAX_LEN = 13, 11, 7
 
@@ -36,8 +37,6 @@ def _model(decoder: str = 'attention') -> models.EncoderDecoder:
 
 @pytest.fixture(scope='module')
 def model_and_params() -> tuple[models.EncoderDecoder, Any]:
-  from tests.conftest import draw_params
-
   model = _model()
   src = jnp.ones((1, 5), jnp.int32)
   return model, draw_params(model, src, jnp.array([5]), src, seed=3, scale=0.3)
@@ -102,8 +101,6 @@ def test_weights_are_sown_only_when_asked(model_and_params) -> None:  # noqa: AN
 
 
 def test_the_plain_decoder_has_no_attention_to_plot(tmp_path: Path) -> None:
-  from tests.conftest import draw_params
-
   model = _model('plain')
   src, src_len = _batch(5)
   params = draw_params(model, src, src_len, src)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from seq2seq_jax.data import text
-from seq2seq_jax.decoding import beam_search, ensemble, greedy_search
+from seq2seq_jax.decoding import beam_search, ensemble, greedy_search, interface
 from tests.test_beam_search import EOS_BIAS, _model, _sources
 
 VOCAB, MAX_LEN = 7, 8
@@ -58,7 +58,8 @@ def test_an_ensembles_step_is_the_mean_of_its_members_log_probabilities() -> Non
   ens = ensemble.Ensemble(model, 3)
   src, src_len = _sources(batch=5, time=6, seed=1)
   tokens = jnp.asarray([3, 4, 5, 6, 2], jnp.int32)
-  init, step = ensemble.steps(model)
+  single = interface.decodable(model)
+  init, step = single.init, single.step
   expected = np.mean(
     [jax.nn.log_softmax(step(p, tokens, init(p, src, src_len))[0]) for p in params], axis=0
   )
@@ -113,7 +114,7 @@ def test_the_ratio_limit_cuts_each_sentence_at_its_own_length() -> None:
   )(params, src, src_len)
   assert np.isfinite(scores).all()
   assert (_lengths(np.asarray(seqs).reshape(-1, MAX_LEN)).reshape(24, 3) <= limit[:, None]).all()
-  np.testing.assert_array_equal(ensemble.output_limit(src_len, 3, 0.5), np.minimum(limit, 3))
+  np.testing.assert_array_equal(interface.output_limit(src_len, 3, 0.5), np.minimum(limit, 3))
 
 
 def _keys(seed: int, rows: list[int]) -> jax.Array:
@@ -156,7 +157,8 @@ def test_samples_follow_the_models_distribution_within_top_k() -> None:
       params, many_src, many_len, _keys(7, list(range(n)))
     )
   )[:, 0]
-  init, step = ensemble.steps(model)
+  single = interface.decodable(model)
+  init, step = single.init, single.step
   logits = np.asarray(step(params, jnp.asarray([text.BOS_ID]), init(params, src, src_len))[0][0])
   top = np.argsort(-logits)[:3]
   p = np.exp((logits[top] - logits[top].max()) / 2.0)

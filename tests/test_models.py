@@ -35,22 +35,25 @@ class Setup(NamedTuple):
   run: Callable[..., tuple[Array, Array, Array, Any]]  # (src, src_len, tgt_in) -> ...
 
 
+def _build(**fields: Any) -> models.EncoderDecoder:
+  """A model of the shared sizes (target vocabulary V + 1), with other `fields`."""
+  sizes = dict(src_vocab_size=V, tgt_vocab_size=V + 1, embed_size=E, num_hiddens=H, num_layers=L)
+  return models.build_model(**{**sizes, **fields})
+
+
+def _init(model: models.EncoderDecoder) -> Any:
+  """`model`'s initial parameters. The initializers do not depend on the PRNG;
+  'unsafe_rbg' only compiles much faster on CPU than the default threefry."""
+  ids = jnp.ones((2, 4), jnp.int32)
+  key = jax.random.key(0, impl='unsafe_rbg')
+  return jax.jit(model.init)(key, ids, jnp.array([4, 2]), ids)['params']
+
+
 @pytest.fixture(scope='module', params=['plain', 'attention'])
 def setup(request: pytest.FixtureRequest) -> Setup:
   decoder = request.param
-  model = models.build_model(
-    src_vocab_size=V,
-    tgt_vocab_size=V + 1,
-    embed_size=E,
-    num_hiddens=H,
-    num_layers=L,
-    decoder=decoder,
-  )
-  ids = jnp.ones((2, 4), jnp.int32)
-  # The initializers do not depend on the PRNG; 'unsafe_rbg' only compiles much faster on
-  # CPU than the default threefry.
-  key = jax.random.key(0, impl='unsafe_rbg')
-  params = jax.jit(model.init)(key, ids, jnp.array([4, 2]), ids)['params']
+  model = _build(decoder=decoder)
+  params = _init(model)
 
   def run(params: Any, src: Array, src_len: Array, tgt_in: Array) -> tuple:
     """Encoder outputs, encoder state, teacher-forced logits and attention weights."""
@@ -239,14 +242,20 @@ def test_initialisation_xavier_and_normal_embeddings(setup: Setup) -> None:
     assert np.abs(emb).max() > 2.5  # a normal, not a bounded uniform
 
 
-def test_padding_invariance(setup: Setup) -> None:
+def _short_and_padded() -> tuple[Array, Array, Array, Array, Array]:
+  """Four sources of lengths 3, 5, 1, 4: src_len, their mask [4, 5], the ids [4, 5]
+  padded with 0, the same padded to 9 steps with junk ids past each end (the mask must
+  hide them), and target inputs."""
   src_len = jnp.array([3, 5, 1, 4])
   real5 = jnp.arange(5)[None] < src_len[:, None]
   short = jnp.where(real5, _ids(0, (BATCH, 5)), 0)
-  # Padded to 9 steps with garbage ids past the end: the mask must hide them.
   real9 = jnp.arange(STEPS)[None] < src_len[:, None]
   long = jnp.where(real9, jnp.pad(short, ((0, 0), (0, 4))), _ids(1, (BATCH, STEPS)))
-  tgt_in = _ids(2, (BATCH, TGT_STEPS))
+  return src_len, real5, short, long, _ids(2, (BATCH, TGT_STEPS))
+
+
+def test_padding_invariance(setup: Setup) -> None:
+  src_len, real5, short, long, tgt_in = _short_and_padded()
   out5, state5, logits5, _ = setup.run(short, src_len, tgt_in)
   out9, state9, logits9, _ = setup.run(long, src_len, tgt_in)
   assert out9.shape == (BATCH, STEPS, H) and state9.shape == (L, BATCH, H)
@@ -412,19 +421,8 @@ def test_bidirectional_encoder_is_padding_invariant_and_reads_backwards(cell: st
   so padding (with junk ids past the end) changes nothing; the first position's output
   depends on the last real token (a forward-only encoder's cannot); the decoder sees the
   usual sizes ([layers, batch, hidden] states, hidden-sized outputs)."""
-  model = models.build_model(
-    src_vocab_size=V,
-    tgt_vocab_size=V + 1,
-    embed_size=E,
-    num_hiddens=H,
-    num_layers=L,
-    decoder='attention',
-    cell=cell,
-    bidirectional=True,
-  )
-  ids = jnp.ones((2, 4), jnp.int32)
-  params = jax.jit(model.init)(jax.random.key(0, impl='unsafe_rbg'), ids, jnp.array([4, 2]), ids)
-  params = params['params']
+  model = _build(decoder='attention', cell=cell, bidirectional=True)
+  params = _init(model)
   assert params['encoder']['output_proj']['kernel'].shape == (2 * H, H)
 
   @jax.jit
@@ -435,12 +433,7 @@ def test_bidirectional_encoder_is_padding_invariant_and_reads_backwards(cell: st
 
     return model.apply({'params': params}, method=body)
 
-  src_len = jnp.array([3, 5, 1, 4])
-  real5 = jnp.arange(5)[None] < src_len[:, None]
-  short = jnp.where(real5, _ids(0, (BATCH, 5)), 0)
-  real9 = jnp.arange(STEPS)[None] < src_len[:, None]
-  long = jnp.where(real9, jnp.pad(short, ((0, 0), (0, 4))), _ids(1, (BATCH, STEPS)))
-  tgt_in = _ids(2, (BATCH, TGT_STEPS))
+  src_len, real5, short, long, tgt_in = _short_and_padded()
   out5, state5, logits5 = run(short, src_len, tgt_in)
   out9, state9, logits9 = run(long, src_len, tgt_in)
   h5, h9 = (s[0] if cell == 'lstm' else s for s in (state5, state9))
@@ -462,18 +455,8 @@ def test_tied_embeddings_reuse_the_target_table(decoder: str, embed: int) -> Non
   """model.tie_embeddings: no output kernel; logits = features (projected to the embedding
   size when it differs from the hidden size) @ table.T + bias; the table's gradient gets
   the output layer's share too."""
-  model = models.build_model(
-    src_vocab_size=V,
-    tgt_vocab_size=V + 1,
-    embed_size=embed,
-    num_hiddens=H,
-    num_layers=L,
-    decoder=decoder,
-    tie_embeddings=True,
-  )
-  ids = jnp.ones((2, 4), jnp.int32)
-  key = jax.random.key(0, impl='unsafe_rbg')
-  params = jax.jit(model.init)(key, ids, jnp.array([4, 2]), ids)['params']
+  model = _build(embed_size=embed, decoder=decoder, tie_embeddings=True)
+  params = _init(model)
   out = params['decoder']['dense']
   assert 'kernel' not in out and out['bias'].shape == (V + 1,)
   assert ('proj' in out) == (embed != H)
@@ -503,8 +486,6 @@ def test_cpu_and_plain_kernel_forms_give_the_same_values_and_gradients(
   backward with row-major copies) against the plain ones (jax.nn.sigmoid, jnp.argmax,
   jnp.dot + bias): the same logits and parameter gradients, to float32 rounding (in
   bfloat16 within its rounding: the folded bias is rounded to bfloat16 too)."""
-  from seq2seq_jax.models import ops
-
   model = _variant(setup, dtype=dtype)
   src, src_len, tgt_in = _ids(21, (BATCH, STEPS)), jnp.array([STEPS, 3, 1, 5]), _ids(22, (4, 6))
   weights = jax.random.normal(jax.random.key(3), (BATCH, 6, V + 1))

@@ -22,11 +22,12 @@ nothing more enters a sentence's finished list, so its result never depends on t
 sentences of the batch; the loop stops when every sentence is done or at `max_len`. With
 `alpha=0` and `beam_size=1` this is exactly greedy decoding (the single beam ends at the
 first arg-max `<eos>`, and no continuation can score higher); with `alpha > 0` beam 1
-may go on past greedy's `<eos>` to a longer hypothesis that scores higher. `model` is an
-`EncoderDecoder` or an `ensemble.Ensemble` (the mean of its members' log-probabilities).
+may go on past greedy's `<eos>` to a longer hypothesis that scores higher. `model` is
+anything `interface.decodable` accepts: a model (`interface.DecodingModel`, e.g. an
+`EncoderDecoder`) or an `ensemble.Ensemble` (the mean of its members' log-probabilities).
 
-The decoder's recurrent state is a dict whose leaves all have the batch on axis 0 (see
-`models`); here the batch axis holds `batch * beam_size` rows, and surviving beams are
+The decoder state is a pytree whose leaves all have the batch on axis 0 (the contract in
+`interface`); here the batch axis holds `batch * beam_size` rows, and surviving beams are
 gathered with one `jax.tree.map`. The loop is a `lax.while_loop`, so the whole search
 compiles once per (batch, source length) shape.
 """
@@ -40,11 +41,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from seq2seq_jax import models
+from seq2seq_jax import errors
 from seq2seq_jax.data import text
-from seq2seq_jax.decoding import ensemble
+from seq2seq_jax.decoding import interface
 
 Array = jax.Array
+Model = interface.DecodingModel | interface.Decodable
 NEG_INF = float('-inf')
 
 
@@ -70,7 +72,7 @@ def _gather_beams(tree: Any, old: Any, rows: Array) -> Any:
 
 
 def beam_search(
-  model: models.EncoderDecoder | ensemble.Ensemble,
+  model: Model,
   params: Any,
   src: Array,
   src_len: Array,
@@ -86,16 +88,16 @@ def beam_search(
   `<eos>`, then padding 0), best first, and their length-normalised scores [batch, beam]
   (-inf for a slot no hypothesis filled, possible only when the vocabulary is tiny).
   With `max_len_ratio` > 0 a sentence's hypotheses also end after ceil(ratio * src_len)
-  tokens (`ensemble.output_limit`): its "last step" comes earlier.
+  tokens (`interface.output_limit`): its "last step" comes earlier.
   """
   if beam_size < 1:
-    raise ValueError(f'beam_size must be at least 1, got {beam_size}')
+    raise errors.ConfigError(f'the beam size (--beam_size) must be at least 1, got {beam_size}')
   if max_len < 1:
-    raise ValueError(f'max_len must be at least 1, got {max_len}')
+    raise errors.ConfigError(f'the output max_len must be at least 1, got {max_len}')
   batch, k = src.shape[0], beam_size
-  init_fn, step_fn = ensemble.steps(model)
-  state = init_fn(params, src, src_len)
-  limit = ensemble.output_limit(src_len, max_len, max_len_ratio)[:, None]  # [batch, 1]
+  decoder = interface.decodable(model)
+  state = decoder.init(params, src, src_len)
+  limit = interface.output_limit(src_len, max_len, max_len_ratio)[:, None]  # [batch, 1]
   # [batch, ...] -> [batch * beam, ...]: beam j of sentence b is row b * beam + j.
   state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), state)
   base = (jnp.arange(batch) * k)[:, None]  # [batch, 1]: each sentence's first row
@@ -105,7 +107,7 @@ def beam_search(
 
   def body(carry: dict) -> dict:
     i = carry['i']
-    logits, new_state = step_fn(params, carry['tokens'].reshape(-1), carry['state'])
+    logits, new_state = decoder.step(params, carry['tokens'].reshape(-1), carry['state'])
     vocab = logits.shape[-1]
     logp = jax.nn.log_softmax(logits, axis=-1).reshape(batch, k, vocab)
     cand = (carry['alive_logp'][:, :, None] + logp).reshape(batch, k * vocab)
@@ -178,7 +180,7 @@ def beam_search(
 
 
 def make_beam_search(
-  model: models.EncoderDecoder | ensemble.Ensemble,
+  model: Model,
   *,
   beam_size: int,
   max_len: int,
@@ -198,35 +200,34 @@ def make_beam_search(
   )
 
 
-def make_best(
-  model: models.EncoderDecoder | ensemble.Ensemble,
-  *,
-  beam_size: int,
-  max_len: int,
-  alpha: float = 0.75,
-  max_len_ratio: float = 0.0,
-) -> Callable[[Any, Array, Array], Array]:
+def make_best(model: Model, **settings: Any) -> Callable[[Any, Array, Array], Array]:
   """A jitted `(params, src, src_len) -> ids [batch, max_len]`: the best hypothesis of each
-  sentence, in the same form as `greedy_search.greedy_decode`'s output."""
-  search = make_beam_search(
-    model, beam_size=beam_size, max_len=max_len, alpha=alpha, max_len_ratio=max_len_ratio
-  )
+  sentence, in the same form as `greedy_search.greedy_decode`'s output. `settings` are
+  `make_beam_search`'s (`beam_size`, `max_len`, `alpha`, `max_len_ratio`)."""
+  search = functools.partial(beam_search, model, **settings)
   return jax.jit(lambda params, src, src_len: search(params, src, src_len)[0][:, 0])
 
 
 def sequence_scores(
-  model: models.EncoderDecoder, params: Any, src: Array, src_len: Array, ids: Array, alpha: float
+  model: Model, params: Any, src: Array, src_len: Array, ids: Array, alpha: float
 ) -> Array:
   """The length-normalised score beam search gives each hypothesis ids [batch, max_len]
-  (as `beam_search` returns them), computed by teacher forcing: for checks and rescoring."""
+  (as `beam_search` returns them), computed by feeding the hypothesis to the decoder one
+  token at a time (`interface.Decodable.step`): for checks and rescoring."""
+  decoder = interface.decodable(model)
   length = jnp.where(
     jnp.any(ids == text.EOS_ID, axis=1),
     jnp.argmax(ids == text.EOS_ID, axis=1) + 1,
     ids.shape[1],
   )
-  tgt_in = jnp.concatenate([jnp.full((ids.shape[0], 1), text.BOS_ID, ids.dtype), ids[:, :-1]], 1)
-  logits = model.apply({'params': params}, src, src_len, tgt_in)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  token_logp = jnp.take_along_axis(logp, ids[:, :, None], axis=-1)[..., 0]
-  real = jnp.arange(ids.shape[1])[None, :] < length[:, None]
-  return jnp.sum(jnp.where(real, token_logp, 0.0), axis=1) / length_penalty(length, alpha)
+  tokens_in = jnp.concatenate([jnp.full((ids.shape[0], 1), text.BOS_ID, ids.dtype), ids[:, :-1]], 1)
+
+  def one(state: Any, tokens: tuple[Array, Array]) -> tuple[Any, Array]:
+    logits, state = decoder.step(params, tokens[0], state)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return state, jnp.take_along_axis(logp, tokens[1][:, None], axis=-1)[:, 0]
+
+  state = decoder.init(params, src, src_len)
+  _, token_logp = jax.lax.scan(one, state, (tokens_in.T, ids.T))  # [time, batch]
+  real = jnp.arange(ids.shape[1])[:, None] < length[None, :]
+  return jnp.sum(jnp.where(real, token_logp, 0.0), axis=0) / length_penalty(length, alpha)

@@ -2,7 +2,8 @@
 
 Both run the decoder one token at a time inside `lax.while_loop` and stop as soon as
 every sentence in the batch has produced `<eos>` or reached its length limit. `model` is
-an `EncoderDecoder` or an `ensemble.Ensemble` (stacked parameters).
+anything `interface.decodable` accepts: a model (`interface.DecodingModel`, e.g. an
+`EncoderDecoder`) or an `ensemble.Ensemble` (stacked parameters).
 
 Sampling draws each token from `softmax(logits / temperature)`, restricted to the `top_k`
 most likely tokens when `top_k` > 0. Each sentence has its own key (`keys[b]`, folded
@@ -19,8 +20,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from seq2seq_jax import errors
 from seq2seq_jax.data import text
-from seq2seq_jax.decoding import ensemble
+from seq2seq_jax.decoding import interface
 from seq2seq_jax.models import ops
 
 Array = jax.Array
@@ -36,9 +38,13 @@ class Sampling:
 
   def __post_init__(self) -> None:
     if not self.temperature > 0:
-      raise ValueError(f'the temperature must be positive, got {self.temperature}')
+      raise errors.ConfigError(
+        f'the sampling temperature (--temperature) must be positive, got {self.temperature}'
+      )
     if self.top_k < 0:
-      raise ValueError(f'top_k must be 0 (all tokens) or positive, got {self.top_k}')
+      raise errors.ConfigError(
+        f'the sampling top_k (--top_k) must be 0 (all tokens) or positive, got {self.top_k}'
+      )
 
   def draw(self, logits: Array, keys: Array, i: Array) -> Array:
     """One token per row of logits [batch, vocab], with row keys [batch] at step i."""
@@ -51,7 +57,7 @@ class Sampling:
 
 
 def greedy_decode(
-  model: object,
+  model: interface.DecodingModel | interface.Decodable,
   params: dict,
   src: Array,
   src_len: Array,
@@ -66,14 +72,14 @@ def greedy_decode(
 
   Returns [batch, max_len] ids: each row is the argmax (or sampled) continuation up to
   and including its `<eos>`, then padding (0). With `max_len_ratio` > 0 a row also stops
-  after ceil(ratio * src_len) tokens (`ensemble.output_limit`).
+  after ceil(ratio * src_len) tokens (`interface.output_limit`).
   """
   if sampling is not None and keys is None:
     raise ValueError('sampling needs one key per sentence (keys)')
-  init_fn, step_fn = ensemble.steps(model)
+  decoder = interface.decodable(model)
   batch = src.shape[0]
-  state = init_fn(params, src, src_len)
-  limit = ensemble.output_limit(src_len, max_len, max_len_ratio)
+  state = decoder.init(params, src, src_len)
+  limit = interface.output_limit(src_len, max_len, max_len_ratio)
 
   def cond(carry: tuple) -> Array:
     i, _, _, _, done = carry
@@ -81,7 +87,7 @@ def greedy_decode(
 
   def body(carry: tuple) -> tuple:
     i, tokens, state, out, done = carry
-    logits, state = step_fn(params, tokens, state)
+    logits, state = decoder.step(params, tokens, state)
     if sampling is None:
       nxt = ops.first_argmax(logits)  # jnp.argmax, ~5x faster on CPU
     else:
@@ -101,7 +107,7 @@ def greedy_decode(
 
 
 def make_greedy(
-  model: object, max_len: int, *, max_len_ratio: float = 0.0
+  model: interface.DecodingModel | interface.Decodable, max_len: int, *, max_len_ratio: float = 0.0
 ) -> Callable[[dict, Array, Array], Array]:
   """A jitted `(params, src, src_len) -> ids` for one model (or ensemble) and length."""
   return jax.jit(
@@ -110,7 +116,11 @@ def make_greedy(
 
 
 def make_sampler(
-  model: object, max_len: int, sampling: Sampling, *, max_len_ratio: float = 0.0
+  model: interface.DecodingModel | interface.Decodable,
+  max_len: int,
+  sampling: Sampling,
+  *,
+  max_len_ratio: float = 0.0,
 ) -> Callable[[dict, Array, Array, Array], Array]:
   """A jitted `(params, src, src_len, keys) -> ids`: one sample per sentence, keys [batch]."""
 

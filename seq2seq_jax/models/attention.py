@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from seq2seq_jax.models import ops
 from seq2seq_jax.models.recurrent import CELLS, carry_hidden, layer_carry
-from seq2seq_jax.models.seq2seq import Decoder, output_layer
+from seq2seq_jax.models.seq2seq import RecurrentDecoder
 
 Array = jax.Array
 Dtype = Any
@@ -59,13 +59,13 @@ class AttentionStep(nn.Module):
   ) -> tuple[tuple[Array, ...], tuple[Array, Array]]:
     emb_proj = inputs  # [batch, 3 hidden]: layer 0's projection of the embedding
     h_top = carry_hidden(self.cell, carry[-1])
-    _, step_cls, gates = CELLS[self.cell]
+    cell = CELLS[self.cell]
     context, weights = AdditiveAttention(self.num_hiddens, self.dtype, name='attention')(
       h_top, memory['keys'], memory['values'], memory['mask']
     )
     fan_in0 = self.embed_size + self.num_hiddens
     x_proj = emb_proj + ops.dense(
-      gates * self.num_hiddens, fan_in0, use_bias=False, dtype=self.dtype, name='context_proj'
+      cell.gates * self.num_hiddens, fan_in0, use_bias=False, dtype=self.dtype, name='context_proj'
     )(context).astype(jnp.float32)
     new_carry = []
     x = None
@@ -73,41 +73,29 @@ class AttentionStep(nn.Module):
       if i > 0:
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         x_proj = ops.dense(
-          gates * self.num_hiddens,
+          cell.gates * self.num_hiddens,
           self.num_hiddens,
           bias_fan_in=self.num_hiddens,
           dtype=self.dtype,
           name=f'input_{i}',
         )(x).astype(jnp.float32)
-      h, out = step_cls(self.num_hiddens, self.dtype, name=f'cell_{i}')(carry[i], (x_proj, None))
+      h, out = cell.step(self.num_hiddens, self.dtype, name=f'cell_{i}')(carry[i], (x_proj, None))
       new_carry.append(h)
       x = out
     return tuple(new_carry), (x, weights)
 
 
-class Seq2SeqAttentionDecoder(Decoder):
+class Seq2SeqAttentionDecoder(RecurrentDecoder):
   """The book's Bahdanau decoder: every step attends over the encoder outputs (source
   padding masked) with the previous top-layer state as the query. Attention weights
   are sown into the 'intermediates' collection (free unless it is made mutable)."""
 
-  vocab_size: int
-  embed_size: int
-  num_hiddens: int
-  num_layers: int
-  dropout: float = 0.0
-  dtype: Dtype = jnp.float32
-  unroll: int = 1
-  cell: str = 'gru'  # 'gru' or 'lstm'
-  tie_embeddings: bool = False  # output layer = the embedding table
-
   def setup(self) -> None:
+    super().setup()
     fan_in0 = self.embed_size + self.num_hiddens
-    self.embedding = nn.Embed(
-      self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
-    )
     self.key_proj = ops.dense(self.num_hiddens, self.num_hiddens, use_bias=False, dtype=self.dtype)
     self.embed_proj = ops.dense(
-      CELLS[self.cell][2] * self.num_hiddens,
+      CELLS[self.cell].gates * self.num_hiddens,
       fan_in0,
       bias_fan_in=self.num_hiddens,
       dtype=self.dtype,
@@ -123,7 +111,6 @@ class Seq2SeqAttentionDecoder(Decoder):
     self.step = scan(
       self.num_hiddens, self.num_layers, self.embed_size, self.dropout, self.dtype, self.cell
     )
-    self.dense = output_layer(self)
 
   def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
     outputs, enc_state = enc_all_outputs
@@ -136,12 +123,9 @@ class Seq2SeqAttentionDecoder(Decoder):
     }
 
   def features(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    """The top layer's outputs [batch, time, hidden]; sows the attention weights."""
     emb_proj = self.embed_proj(self.embedding(tgt_in)).astype(jnp.float32)
     memory = {k: state[k] for k in ('keys', 'values', 'mask')}
     hidden, (x, weights) = self.step(state['hidden'], emb_proj, memory, train)
     self.sow('intermediates', 'attention', weights)  # [batch, tgt time, src time]
     return x, {**state, 'hidden': hidden}
-
-  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
-    x, state = self.features(tgt_in, state, train=train)
-    return self.logits(x), state

@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seq2seq_jax import errors
+
 Array = jax.Array
 Dtype = Any
 
@@ -60,7 +62,7 @@ def forms(backend: str | None = None) -> Forms:
   chosen = os.environ.get('SEQ2SEQ_KERNELS', '').strip().lower()
   if chosen:
     if chosen not in _FORMS:
-      raise ValueError(f'SEQ2SEQ_KERNELS must be one of {sorted(_FORMS)}, got {chosen!r}')
+      raise errors.ConfigError(f'SEQ2SEQ_KERNELS must be one of {sorted(_FORMS)}, got {chosen!r}')
     return _FORMS[chosen]
   return CPU_FORMS if (backend or jax.default_backend()) == 'cpu' else PLAIN_FORMS
 

@@ -11,7 +11,7 @@ does only the `[batch, hidden] x [hidden, 3 hidden]` recurrent matmul.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -129,8 +129,17 @@ class LSTMLayer(RecurrentLayer):
   gates: int = 4
 
 
-# Recurrent cells by `cell` name: (layer over a sequence, one step, gates per hidden unit).
-CELLS = {'gru': (GRULayer, GRUStep, 3), 'lstm': (LSTMLayer, LSTMStep, 4)}
+class Cell(NamedTuple):
+  """A recurrent cell: its layer over a sequence, its single step, and its gate blocks per
+  hidden unit (the width of one input projection is `gates * hidden`)."""
+
+  layer: type[RecurrentLayer]
+  step: type[nn.Module]
+  gates: int
+
+
+# Recurrent cells by `model.cell` name.
+CELLS = {'gru': Cell(GRULayer, GRUStep, 3), 'lstm': Cell(LSTMLayer, LSTMStep, 4)}
 
 
 def zero_carry(cell: str, batch: int, hidden: int) -> Any:

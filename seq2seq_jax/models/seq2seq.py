@@ -1,10 +1,12 @@
-"""The seed's encoder-decoder: the interfaces, the GRU encoder and the plain decoder.
+"""The seed's encoder-decoder: the interfaces, the GRU encoder, the base of the recurrent
+decoders (`RecurrentDecoder`) and the plain decoder.
 
 Shape convention: batch-major. Token ids are `[batch, time]`; encoder outputs are
 `[batch, time, hidden]` (the seed's PyTorch code is time-major, `[time, batch, hidden]`);
 the encoder's final state is `[layers, batch, hidden]` exactly as the seed's. Decoder
 states are dicts whose leaves all have the batch on axis 0, so that decoding (greedy and
-beam search) can gather and reorder them without knowing what they hold.
+beam search) can gather and reorder them without knowing what they hold: `EncoderDecoder`
+offers `init_decoder` and `decode_step`, the interface of `decoding/interface.py`.
 
 Initialisation is the seed's `init_seq2seq` (Xavier-uniform weights) with PyTorch's
 defaults elsewhere. The recurrent layers are in `recurrent.py`, the kernels under them in
@@ -40,31 +42,30 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """The seed's decoder interface: `init_state` from the encoder, then `__call__(X, state)`."""
+  """The decoder interface: `init_state` from the encoder, then `__call__(X, state)`, which
+  is `features` (the top layer's outputs) followed by `logits` (the output layer)."""
 
   def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
+    """The decoding state from the encoder's (outputs, state); every leaf [batch, ...]."""
     raise NotImplementedError
 
-  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+  def features(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    """tgt_in: [batch, time] ids -> top-layer features [batch, time, hidden], new state."""
     raise NotImplementedError
 
   def logits(self, x: Array) -> Array:
-    """The output layer: top-layer features [..., hidden] -> float32 logits [..., vocab]
-    (`self.dense`, tied to `self.embedding` with `tie_embeddings`)."""
-    if getattr(self, 'tie_embeddings', False):
-      return self.dense(x, self.embedding.embedding)
-    return self.dense(x).astype(jnp.float32)
+    """The output layer: features [..., hidden] -> float32 logits [..., vocab]."""
+    raise NotImplementedError
 
-
-def output_layer(decoder: Decoder) -> nn.Module:
-  """A decoder's output layer: a Dense from the hidden size, or `ops.TiedOutput`."""
-  if decoder.tie_embeddings:
-    return ops.TiedOutput(decoder.vocab_size, decoder.embed_size, dtype=decoder.dtype)
-  return ops.dense(decoder.vocab_size, decoder.num_hiddens, dtype=decoder.dtype)
+  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
+    """tgt_in: [batch, time] ids. Returns logits [batch, time, vocab] and the new state."""
+    x, state = self.features(tgt_in, state, train=train)
+    return self.logits(x), state
 
 
 class EncoderDecoder(nn.Module):
-  """The seed's `EncoderDecoder`: wires an encoder and a decoder."""
+  """The seed's `EncoderDecoder`: wires an encoder and a decoder. `init_decoder` and
+  `decode_step` are what the searches use (`decoding/interface.py`: `DecodingModel`)."""
 
   encoder: Encoder
   decoder: Decoder
@@ -96,8 +97,8 @@ class EncoderDecoder(nn.Module):
     return logits[:, 0], state
 
 
-class Seq2SeqEncoder(Encoder):
-  """Embedding -> `num_layers` GRU (or LSTM: `cell`) layers with dropout between them."""
+class Recurrent(nn.Module):
+  """The fields the recurrent encoder and decoders share, and their embedding table."""
 
   vocab_size: int
   embed_size: int
@@ -106,14 +107,21 @@ class Seq2SeqEncoder(Encoder):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   unroll: int = 1
-  cell: str = 'gru'  # 'gru' or 'lstm'
+  cell: str = 'gru'  # a key of `recurrent.CELLS`: 'gru' or 'lstm'
+
+  def make_embedding(self) -> nn.Embed:
+    """The token embedding [vocab, embed], initialised N(0, 1) as PyTorch's."""
+    return nn.Embed(self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0))
+
+
+class Seq2SeqEncoder(Recurrent, Encoder):
+  """Embedding -> `num_layers` GRU (or LSTM: `cell`) layers with dropout between them."""
+
   bidirectional: bool = False
 
   def setup(self) -> None:
-    self.embedding = nn.Embed(
-      self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
-    )
-    layer, h = CELLS[self.cell][0], self.num_hiddens
+    self.embedding = self.make_embedding()
+    layer, h = CELLS[self.cell].layer, self.num_hiddens
     self.layers = [layer(h, dtype=self.dtype, unroll=self.unroll) for _ in range(self.num_layers)]
     self.drop = nn.Dropout(self.dropout)
     if self.bidirectional:
@@ -162,37 +170,47 @@ class Seq2SeqEncoder(Encoder):
     return jnp.tanh(self.bridges[i][0](jnp.concatenate([fwd, back], -1)).astype(jnp.float32))
 
 
-class Seq2SeqDecoder(Decoder):
-  """The seed's decoder: the context (the encoder's top-layer final state) is joined to
-  every step's embedding; GRU layers start from the encoder's final states."""
+class RecurrentDecoder(Recurrent, Decoder):
+  """What the recurrent decoders share: their fields, the target embedding (`embedding`)
+  and the output layer (`dense`: a Dense from the hidden size, or with `tie_embeddings`
+  `ops.TiedOutput` over the embedding table). A subclass adds its layers in `setup` (after
+  `super().setup()`) and writes `init_state` and `features`."""
 
-  vocab_size: int
-  embed_size: int
-  num_hiddens: int
-  num_layers: int
-  dropout: float = 0.0
-  dtype: Dtype = jnp.float32
-  unroll: int = 1
-  cell: str = 'gru'  # 'gru' or 'lstm'
   tie_embeddings: bool = False  # output layer = the embedding table
 
   def setup(self) -> None:
+    self.embedding = self.make_embedding()
+    if self.tie_embeddings:
+      self.dense = ops.TiedOutput(self.vocab_size, self.embed_size, dtype=self.dtype)
+    else:
+      self.dense = ops.dense(self.vocab_size, self.num_hiddens, dtype=self.dtype)
+
+  def logits(self, x: Array) -> Array:
+    if self.tie_embeddings:
+      return self.dense(x, self.embedding.embedding)
+    return self.dense(x).astype(jnp.float32)
+
+
+class Seq2SeqDecoder(RecurrentDecoder):
+  """The seed's decoder: the context (the encoder's top-layer final state) is joined to
+  every step's embedding; GRU layers start from the encoder's final states."""
+
+  def setup(self) -> None:
+    super().setup()
     fan_in0 = self.embed_size + self.num_hiddens
-    self.embedding = nn.Embed(
-      self.vocab_size, self.embed_size, embedding_init=nn.initializers.normal(1.0)
-    )
+    cell = CELLS[self.cell]
     # The context is the same at every step: its share of layer 0's input projection is
     # computed once per sentence (in `init_state`), not once per step.
-    gates = CELLS[self.cell][2] * self.num_hiddens
-    self.context_proj = ops.dense(gates, fan_in0, use_bias=False, dtype=self.dtype)
+    self.context_proj = ops.dense(
+      cell.gates * self.num_hiddens, fan_in0, use_bias=False, dtype=self.dtype
+    )
     self.layers = [
-      CELLS[self.cell][0](
+      cell.layer(
         self.num_hiddens, fan_in=fan_in0 if i == 0 else None, dtype=self.dtype, unroll=self.unroll
       )
       for i in range(self.num_layers)
     ]
     self.drop = nn.Dropout(self.dropout)
-    self.dense = output_layer(self)
 
   def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
     del src_len  # the encoder's state is already taken at the last real token
@@ -213,8 +231,3 @@ class Seq2SeqDecoder(Decoder):
       x, h = layer(x, state['hidden'][i], extra=state['context_proj'] if i == 0 else None)
       hidden.append(h)
     return x, {**state, 'hidden': tuple(hidden)}
-
-  def __call__(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
-    """tgt_in: [batch, time] ids. Returns logits [batch, time, vocab] and the new state."""
-    x, state = self.features(tgt_in, state, train=train)
-    return self.logits(x), state
