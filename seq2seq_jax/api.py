@@ -13,10 +13,11 @@
     state, metrics = train_step(state, batch, dropout_key)
   s2s.translate(model, state.params, data, ['go .', 'i lost .'])
 
-Everything here is a thin, documented door into the library's modules: `train.steps` (the
-pure `train_step`/`eval_step`, which take and return values and never touch globals),
-`models`, `data.input_pipeline`, `decoding` (greedy, beam and ensemble search), `inference`
-(a trained workdir), `train.population` (N models in one vmapped step) and `train.loop`
+Everything here is a thin, documented door into the library's modules: `build` (a config
+made into the model and the optimizer), `train.steps` (the pure `train_step`/`eval_step`,
+which take and return values and never touch globals), `models`, `data.input_pipeline`,
+`decoding` (greedy, beam and ensemble search), `inference` (the `Translator`, from parts or
+a trained workdir), `train.population` (N models in one vmapped step) and `train.loop`
 (the whole loop, as `train.py` runs it).
 Swap any part: the steps accept any Flax module with the `EncoderDecoder` methods and
 any Optax transformation.
@@ -28,61 +29,36 @@ Keys: a run with seed `s` splits `jax.random.key(s)` into (init key, dropout key
 from __future__ import annotations
 
 import functools
-import importlib.util
 import itertools
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 import optax
 
-from seq2seq_jax import errors, inference, models, scoring
+from seq2seq_jax import build, errors, inference, models, scoring
 from seq2seq_jax.data import input_pipeline
-from seq2seq_jax.decoding import ensemble, greedy_search
+from seq2seq_jax.data.input_pipeline import Data
+from seq2seq_jax.decoding.ensemble import Ensemble  # noqa: F401 (re-exported)
+from seq2seq_jax.decoding.ensemble import stack as stack_params  # noqa: F401 (re-exported)
+from seq2seq_jax.decoding.greedy_search import greedy_decode  # noqa: F401 (re-exported)
+from seq2seq_jax.inference import Translator
 from seq2seq_jax.train import experiment, loop, population, steps
+from seq2seq_jax.train.population import (  # noqa: F401 (re-exported)
+  init_population,
+  population_eval_step,
+  population_train_step,
+)
+from seq2seq_jax.train.steps import Batch, TrainState, eval_step, train_step
 
+# Re-exported as they are: the pure steps (jit, pmap or vmap them yourself, or use the
+# helpers below), `greedy_decode`, ensembles (`Ensemble`: models of one shape, parameters
+# stacked with `stack_params`; every search takes one) and populations (stacked states and
+# the vmapped step, `init_population` and `population_train_step`: train/population.py).
 Array = jax.Array
-Batch = steps.Batch
-TrainState = steps.TrainState
-Data = input_pipeline.Data
-Translator = inference.Translator
-
-# The pure steps, unchanged: jit, pmap or vmap them yourself, or use the helpers below.
-train_step = steps.train_step
-eval_step = steps.eval_step
-greedy_decode = greedy_search.greedy_decode
-# Ensembles: models of one shape, parameters stacked; every search takes an `Ensemble`.
-Ensemble = ensemble.Ensemble
-stack_params = ensemble.stack
-# Populations: stacked states and the vmapped step (see seq2seq_jax/train/population.py).
-init_population = population.init_population
-population_train_step = population.population_train_step
-population_eval_step = population.population_eval_step
-
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / 'configs'
-
-
-def load_config(path_or_name: str | Path) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file ('configs/d2l.py'), or of a config of this checkout
-  by name ('d2l'). The file's project root goes on `sys.path` (configs import each
-  other as `from configs import default`)."""
-  path = Path(path_or_name)
-  if path.suffix != '.py':
-    path = CONFIGS_DIR / f'{path_or_name}.py'
-  path = path.resolve()
-  if not path.exists():
-    raise FileNotFoundError(f'no config file {path}')
-  root = str(path.parents[1])
-  if root not in sys.path:
-    sys.path.insert(0, root)
-  spec = importlib.util.spec_from_file_location(f'_s2s_config_{path.stem}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+load_config = build.load_config
 
 
 def load_data(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Data:
@@ -93,7 +69,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str | Path | None = No
 
 def build_model(config: ml_collections.ConfigDict, data: Data) -> models.EncoderDecoder:
   """The model of `config.model` for the data's vocabularies."""
-  return experiment.build_model(config, data)
+  return build.model(config, data.src_tok.vocab_size, data.tgt_tok.vocab_size)
 
 
 def make_optimizer(
@@ -101,15 +77,7 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
   """The config's Adam (clipping, schedule, weight decay); `total_steps` only matters for
   the cosine schedule (default `train.num_train_steps`)."""
-  tcfg = config.train
-  return steps.make_optimizer(
-    learning_rate=tcfg.learning_rate if learning_rate is None else learning_rate,
-    grad_clip=tcfg.grad_clip,
-    schedule=tcfg.schedule,
-    warmup_steps=tcfg.warmup_steps,
-    total_steps=total_steps or tcfg.num_train_steps or 1,
-    weight_decay=tcfg.weight_decay,
-  )
+  return build.optimizer(config, total_steps or config.train.num_train_steps, learning_rate)
 
 
 def init_state(
@@ -125,13 +93,13 @@ def jit_train_step(
 ) -> Any:
   """`train_step` jitted for one model and optimizer; the state passed in is donated
   (do not reuse it after the call)."""
-  fn = functools.partial(steps.train_step, model=model, tx=tx, label_smoothing=label_smoothing)
+  fn = functools.partial(train_step, model=model, tx=tx, label_smoothing=label_smoothing)
   return jax.jit(fn, donate_argnums=(0,))
 
 
 def jit_eval_step(model: models.EncoderDecoder) -> Any:
   """`eval_step` jitted: `(params, batch) -> metric sums`."""
-  return jax.jit(functools.partial(steps.eval_step, model=model))
+  return jax.jit(functools.partial(eval_step, model=model))
 
 
 def train_batches(
@@ -172,11 +140,6 @@ def evaluate(eval_fn: Any, params: Any, batches: Iterable[Batch]) -> dict[str, f
   return {'loss': totals['loss'] / tokens, 'accuracy': totals['correct'] / tokens}
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=('max_len',))
-def _greedy(model: models.EncoderDecoder, params: Any, src: Array, src_len: Array, max_len: int):
-  return greedy_search.greedy_decode(model, params, src, src_len, max_len=max_len)
-
-
 def translate(
   model: models.EncoderDecoder,
   params: Any,
@@ -184,21 +147,13 @@ def translate(
   sentences: Sequence[str],
   batch_size: int = 256,
 ) -> list[str]:
-  """Greedy translations with the data's tokenizers; '' for an empty sentence. For a
-  trained workdir use `load(workdir).translate(sentences)`."""
-  keep = [i for i, s in enumerate(sentences) if s.strip()]
-  ids = [data.src_tok.encode(sentences[i])[: data.max_len] for i in keep]
-  result = [''] * len(sentences)
-  for start in range(0, len(ids), batch_size):
-    chunk = ids[start : start + batch_size]
-    size = 1 << max(len(chunk) - 1, 0).bit_length()  # few shapes: powers of two
-    src, src_len = input_pipeline.make_source_batch(
-      chunk + [[0]] * (size - len(chunk)), data.max_len
-    )
-    out = np.asarray(_greedy(model, params, src, src_len, max_len=data.max_len))
-    for j in range(len(chunk)):
-      result[keep[start + j]] = data.tgt_tok.decode(out[j])
-  return result
+  """Greedy translations with the data's tokenizers; '' for a blank sentence (an
+  `inference.Translator` made from these parts). For a trained workdir use
+  `load(workdir).translate(sentences)`."""
+  translator = Translator(
+    model, params, data.src_tok, data.tgt_tok, data.max_len, batch_size=batch_size
+  )
+  return translator.translate(sentences, warn=False)
 
 
 def book_bleu(hypothesis: str, reference: str, data: Data, k: int = 2) -> float:

@@ -81,7 +81,7 @@ def attention_maps(
   """Translates the sentences (greedy or beam search, as the translator does) and returns
   each one's attention map; None for an empty sentence."""
   check_supported(translator)
-  keep = [i for i, s in enumerate(sentences) if s.strip()]
+  keep = inference.nonblank(sentences)
   all_ids = translator.encode(sentences, warn=warn)  # warnings name the input line
   src_ids = [all_ids[i] for i in keep]
   outs = translator.translate_ids(src_ids)

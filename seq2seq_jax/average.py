@@ -24,9 +24,9 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from seq2seq_jax import cli, errors, inference, models
+from seq2seq_jax import build, cli, errors
 from seq2seq_jax.data import tokenizers
-from seq2seq_jax.train import checkpointing, reporting
+from seq2seq_jax.train import checkpointing
 
 FLAGS = flags.FLAGS
 
@@ -49,27 +49,24 @@ def average_checkpoints(workdir: str | Path, last: int = 0, best: int = 0) -> di
   """Writes the average of the last `last` (or the best `best`) checkpoints; returns what
   it did."""
   workdir = Path(workdir)
-  if not workdir.is_dir():
-    raise errors.UserError(f'workdir {workdir} does not exist')
   if (last > 0) == (best > 0) or last < 0 or best < 0:
-    raise errors.UserError(f'give one of --last=K or --best=K (K >= 1), got {last} and {best}')
-  config = inference.load_config(workdir)
+    raise errors.ConfigError(f'give one of --last=K or --best=K (K >= 1), got {last} and {best}')
+  config = build.workdir_config(workdir)
   src_tok, tgt_tok = tokenizers.load(workdir, config.data.tokenizer)
-  model = models.build(
-    config.model, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
+  abstract = build.abstract_state(
+    config, build.model(config, src_tok.vocab_size, tgt_tok.vocab_size)
   )
-  abstract = inference.abstract_state(config, model)
   checkpointing.Checkpoints(workdir, read_only=True).close()  # a clear error if none
   ckpts = checkpointing.Checkpoints(
     workdir,
     keep=int(config.train.keep_checkpoints),
-    keep_best=int(config.train.get('keep_best', 1)),
+    keep_best=int(config.train.keep_best),
   )
   try:
     if last:
       saved = sorted(ckpts.latest.all_steps())
       if len(saved) < last:
-        raise errors.UserError(
+        raise errors.ConfigError(
           f'--last={last} asks for more checkpoints than {workdir} keeps ({len(saved)}: steps '
           f'{saved}); train with a larger train.keep_checkpoints'
         )
@@ -78,7 +75,7 @@ def average_checkpoints(workdir: str | Path, last: int = 0, best: int = 0) -> di
     else:
       ranked = ckpts.best_steps()
       if len(ranked) < best:
-        raise errors.UserError(
+        raise errors.ConfigError(
           f'--best={best} asks for more checkpoints than {workdir} keeps among its best '
           f'({len(ranked)}: steps {[s for s, _ in ranked]}); train with a larger '
           'train.keep_best'
@@ -98,10 +95,10 @@ def average_checkpoints(workdir: str | Path, last: int = 0, best: int = 0) -> di
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  reporting.quiet_cli_logs()
+  cli.quiet_cli_logs()
   with errors.one_line_errors('average'):
     if not FLAGS.workdir:
-      raise errors.UserError('--workdir is required')
+      raise errors.ConfigError('--workdir is required')
     done = average_checkpoints(FLAGS.workdir, last=FLAGS.last, best=FLAGS.best)
     print(json.dumps(done), flush=True)
 

@@ -32,37 +32,46 @@ from pathlib import Path
 from absl import flags, logging
 
 from seq2seq_jax import cli, errors, inference, scoring, translation_flags
-from seq2seq_jax.data import input_pipeline
-from seq2seq_jax.train import reporting
+from seq2seq_jax.data import input_pipeline, text
 
 FLAGS = flags.FLAGS
-translation_flags.define(batch_size=512)
-flags.DEFINE_string('pairs', None, 'A file of source<TAB>reference lines.')
-flags.DEFINE_string('split', None, "A split of the workdir's data (e.g. 'test').")
-flags.DEFINE_string('src_file', None, 'Source sentences, one a line (with --ref_file).')
-flags.DEFINE_multi_string('ref_file', [], 'References, one a line (repeat for several).')
-flags.DEFINE_string(
-  'output', None, 'Where to write the hypotheses (per input line: source, hypothesis, reference).'
-)
-flags.DEFINE_enum(
-  'scored_on',
-  'auto',
-  ['auto', 'book'],
-  "auto: the workdir's own form (the book's normal form for word tokens, detokenised text "
-  "for SentencePiece); book: the book's normal form whatever the tokenizer (lowercased, "
-  'punctuation split off), to compare a SentencePiece run with a word-token run.',
-)
+
+
+def define_flags() -> None:
+  """The command line's flags (defined when run as a program, so the module imports
+  without them)."""
+  translation_flags.define(batch_size=512)
+  flags.DEFINE_string('pairs', None, 'A file of source<TAB>reference lines.')
+  flags.DEFINE_string('split', None, "A split of the workdir's data (e.g. 'test').")
+  flags.DEFINE_string('src_file', None, 'Source sentences, one a line (with --ref_file).')
+  flags.DEFINE_multi_string('ref_file', [], 'References, one a line (repeat for several).')
+  flags.DEFINE_string(
+    'output', None, 'Where to write the hypotheses (per input line: source, hypothesis, reference).'
+  )
+  flags.DEFINE_enum(
+    'scored_on',
+    'auto',
+    ['auto', 'book'],
+    "auto: the workdir's own form (the book's normal form for word tokens, detokenised text "
+    "for SentencePiece); book: the book's normal form whatever the tokenizer (lowercased, "
+    'punctuation split off), to compare a SentencePiece run with a word-token run.',
+  )
 
 
 def read_lines(path: str) -> list[str]:
   """The lines of a UTF-8 text file; a one-line error naming the file and the line that
   is not UTF-8."""
-  data = Path(path).read_bytes()
+  try:
+    data = Path(path).read_bytes()
+  except FileNotFoundError:
+    raise errors.MissingFileError(f'{path} does not exist') from None
+  except IsADirectoryError:
+    raise errors.MissingFileError(f'{path} is a directory, not a text file') from None
   try:
     return data.decode('utf-8').removeprefix('\ufeff').splitlines()
   except UnicodeDecodeError as e:
     line = data[: e.start].count(b'\n') + 1
-    raise errors.UserError(f'{path}: line {line} is not valid UTF-8 ({e.reason})') from None
+    raise errors.DataError(f'{path}: line {line} is not valid UTF-8 ({e.reason})') from None
 
 
 def read_pair_lines(path: str) -> list[tuple[str, str]]:
@@ -73,12 +82,12 @@ def read_pair_lines(path: str) -> list[tuple[str, str]]:
   for line in read_lines(path):
     parts = [part.strip() for part in line.split('\t')]
     lines.append((parts[0], parts[1] if len(parts) > 1 else ''))
-    if line.strip() and not all(lines[-1]):
+    if not text.is_blank(line) and not all(lines[-1]):
       skipped += 1
   if skipped:
     logging.warning('%s: skipped %d malformed lines', path, skipped)
   if not any(all(line) for line in lines):
-    raise errors.UserError(f'{path} holds no source<TAB>reference pairs')
+    raise errors.DataError(f'{path} holds no source<TAB>reference pairs')
   return lines
 
 
@@ -99,82 +108,98 @@ def hypotheses_text(rows: list[tuple[str, str, list[str]]]) -> str:
   )
 
 
+def write_hypotheses(output: str, rows: list[tuple[str, str, list[str]]]) -> None:
+  """Writes `hypotheses_text(rows)` to `output` (a one-line error when its folder does not
+  exist)."""
+  path = Path(output)
+  if not path.parent.is_dir():
+    raise errors.MissingFileError(f'cannot write {output}: the folder {path.parent} does not exist')
+  path.write_text(hypotheses_text(rows), encoding='utf-8')
+
+
 def read_parallel(src_file: str, ref_files: list[str]) -> tuple[list[str], list[list[str]]]:
   """Source lines and, per reference file, its lines (one-line errors for differing
   line counts, naming both files and both counts)."""
   if not ref_files:
-    raise errors.UserError('--src_file needs at least one --ref_file')
+    raise errors.ConfigError('--src_file needs at least one --ref_file')
   sources = read_lines(src_file)
   streams = [read_lines(f) for f in ref_files]
   for ref_file, refs in zip(ref_files, streams, strict=True):
     if len(refs) != len(sources):
-      raise errors.UserError(
+      raise errors.DataError(
         f'{src_file} has {len(sources)} lines but {ref_file} has {len(refs)}: '
         'a reference file holds one line per source line'
       )
-  if not any(s.strip() for s in sources):
-    raise errors.UserError(f'{src_file} holds no source sentences')
+  if not inference.nonblank(sources):
+    raise errors.DataError(f'{src_file} holds no source sentences')
   return sources, streams
 
 
-def evaluate_lines(
-  translator: inference.Translator, sources: list[str], streams: list[list[str]]
+def score(
+  translator: inference.Translator, sources: list[str], refs: list[list[str]], form: scoring.Form
 ) -> tuple[dict, list[str]]:
-  """Scores of the sources' translations against the references, line by line; the
-  hypotheses (empty for empty sources, which are skipped and counted)."""
-  keep = [i for i, s in enumerate(sources) if s.strip()]
-  if len(keep) < len(sources):
-    logging.warning('skipped %d empty source lines', len(sources) - len(keep))
+  """Scores of the translations of `sources` (none blank) against their references
+  `refs`, with sacreBLEU's signatures and sentences/s; the hypotheses."""
   t0 = time.perf_counter()
-  translated = translator.translate([sources[i] for i in keep])
+  hyps = translator.translate(sources)
   seconds = time.perf_counter() - t0
-  hyps = [''] * len(sources)
-  for i, h in zip(keep, translated, strict=True):
-    hyps[i] = h
-  references = [[refs[i] for refs in streams if refs[i].strip()] for i in keep]
-  scores = scoring.score_translations(
-    [hyps[i] for i in keep], references, score_form(translator), signatures=True
-  )
-  scores['sentences_per_s'] = len(keep) / max(seconds, 1e-9)
-  scores['skipped'] = len(sources) - len(keep)
+  scores = scoring.score_translations(hyps, refs, form, signatures=True)
+  scores['sentences_per_s'] = len(sources) / max(seconds, 1e-9)
   return scores, hyps
 
 
-def score_form(translator: inference.Translator) -> scoring.Form:
+def evaluate_lines(
+  translator: inference.Translator,
+  sources: list[str],
+  streams: list[list[str]],
+  form: scoring.Form,
+) -> tuple[dict, list[str]]:
+  """Scores of the sources' translations against the references, line by line; the
+  hypotheses (empty for blank sources, which are skipped and counted)."""
+  keep = inference.nonblank(sources)
+  if len(keep) < len(sources):
+    logging.warning('skipped %d empty source lines', len(sources) - len(keep))
+  references = [[refs[i] for refs in streams if not text.is_blank(refs[i])] for i in keep]
+  scores, translated = score(translator, [sources[i] for i in keep], references, form)
+  scores['skipped'] = len(sources) - len(keep)
+  return scores, inference.scatter(len(sources), keep, translated, '')
+
+
+def score_form(translator: inference.Translator, scored_on: str) -> scoring.Form:
   """The form the workdir's translations are scored on (`scoring.form_for`, or the
-  book's with `--scored_on=book`)."""
-  if FLAGS.scored_on == 'book':
+  book's with `scored_on='book'`)."""
+  if scored_on == 'book':
     return scoring.BOOK_FORM
   tgt_lang = input_pipeline.languages(translator.config.data)[1]
   return scoring.form_for(translator.tgt_tok.kind, tgt_lang)
 
 
-def evaluate(translator: inference.Translator, pairs: list[tuple[str, str]]) -> tuple[dict, list]:
+def evaluate(
+  translator: inference.Translator, pairs: list[tuple[str, str]], form: scoring.Form
+) -> tuple[dict, list]:
+  """Scores on (source, reference) pairs, all references of a repeated source together
+  (each distinct source translated once); the (source, hypothesis) pairs."""
   refs = scoring.group_references([p[0] for p in pairs], [p[1] for p in pairs])
   sources = list(refs)
-  t0 = time.perf_counter()
-  hyps = translator.translate(sources)
-  seconds = time.perf_counter() - t0
-  references = [refs[s] for s in sources]
-  scores = scoring.score_translations(hyps, references, score_form(translator), signatures=True)
-  scores['sentences_per_s'] = len(sources) / max(seconds, 1e-9)
+  scores, hyps = score(translator, sources, [refs[s] for s in sources], form)
   return scores, list(zip(sources, hyps, strict=True))
 
 
 def main(argv: list[str]) -> None:
   del argv
-  reporting.quiet_cli_logs()  # warnings and errors only, as translate
+  cli.quiet_cli_logs()  # warnings and errors only, as translate
   with errors.one_line_errors('evaluate'):
     if sum(map(bool, (FLAGS.pairs, FLAGS.split, FLAGS.src_file))) != 1:
-      raise errors.UserError(
+      raise errors.ConfigError(
         'give exactly one of --pairs=FILE, --split=NAME or --src_file=FILE --ref_file=FILE'
       )
     if FLAGS.ref_file and not FLAGS.src_file:
-      raise errors.UserError('--ref_file goes with --src_file')
+      raise errors.ConfigError('--ref_file goes with --src_file')
     if FLAGS.src_file:
       sources, streams = read_parallel(FLAGS.src_file, FLAGS.ref_file)
       translator = translation_flags.load(FLAGS)
-      scores, hyps = evaluate_lines(translator, sources, streams)
+      form = score_form(translator, FLAGS.scored_on)
+      scores, hyps = evaluate_lines(translator, sources, streams, form)
       rows = [
         (src, hyp, [refs[i] for refs in streams])
         for i, (src, hyp) in enumerate(zip(sources, hyps, strict=True))
@@ -188,10 +213,11 @@ def main(argv: list[str]) -> None:
       else:
         lines = input_pipeline.load_pairs(translator.config.data, FLAGS.split)
         output = FLAGS.output or str(Path(FLAGS.workdir) / f'{FLAGS.split}.hyp')
-      scores, translations = evaluate(translator, [line for line in lines if all(line)])
+      pairs = [line for line in lines if all(line)]
+      scores, translations = evaluate(translator, pairs, score_form(translator, FLAGS.scored_on))
       hyp_of = dict(translations)  # each distinct source was translated once
       rows = [(src, hyp_of[src] if src and ref else '', [ref]) for src, ref in lines]
-    Path(output).write_text(hypotheses_text(rows), encoding='utf-8')
+    write_hypotheses(output, rows)
     result = {
       'bleu': round(scores['bleu'], 2),
       'chrf': round(scores['chrf'], 2),
@@ -212,4 +238,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main, flag_modules=[translation_flags])

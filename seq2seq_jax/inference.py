@@ -1,11 +1,13 @@
-"""A trained workdir as a translator: config, tokenizers and a checkpoint's parameters."""
+"""The one translation path: a `Translator` made from parts (model, parameters,
+tokenizers, limits), used by `translate`, `evaluate`, evaluation during training and the
+API; and `load`, which makes one from a trained workdir (or several: an ensemble)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import errors, models
+from seq2seq_jax import build, errors, models
 from seq2seq_jax.data import input_pipeline, text, tokenizers
 from seq2seq_jax.decoding import beam_search, ensemble, greedy_search
-from seq2seq_jax.train import checkpointing, population, steps
+from seq2seq_jax.train import checkpointing, population
 
 Array = jax.Array
 
@@ -25,20 +27,25 @@ MAX_LINE_WARNINGS = 5  # long input lines named one by one; then only their coun
 
 @dataclasses.dataclass
 class Translator:
-  """Translates raw sentences with a trained model or an ensemble (batched, compiled):
-  greedy with `beam_size=1`, beam search with length normalisation `alpha` otherwise, or
-  sampling (`sample`, with `temperature` and `top_k`; each sentence's key is the seed
-  folded with its place in the input, so samples are reproducible and independent of
-  batching). Outputs stop at `max_output_len` tokens (0: the model's `max_len`) and, with
-  `max_len_ratio` > 0, at ceil(ratio * source tokens)."""
+  """Translates raw sentences with a model (or an ensemble) and its parameters, batched and
+  compiled: greedy with `beam_size=1`, beam search with length normalisation `alpha`
+  otherwise, or sampling (`sample`, with `temperature` and `top_k`; each sentence's key is
+  the seed folded with its place in the input, so samples are reproducible and independent
+  of batching). Outputs stop at `max_output_len` tokens (0: `max_len`, the longest source
+  the model reads) and, with `max_len_ratio` > 0, at ceil(ratio * source tokens).
+
+  Made from parts (`Translator(model, params, src_tok, tgt_tok, max_len)`) or from a
+  workdir (`load`); `config` and `step` describe a workdir's model (None and 0 otherwise).
+  Sentences go in batches of at most `batch_size`, padded to a power of two rows (at
+  least 8): few compiled shapes, little padding. A blank sentence gives ''."""
 
   model: models.EncoderDecoder | ensemble.Ensemble
   params: Any
   src_tok: text.WordTokenizer
   tgt_tok: text.WordTokenizer
   max_len: int
-  config: ml_collections.ConfigDict
-  step: int
+  config: ml_collections.ConfigDict | None = None
+  step: int = 0
   batch_size: int = 256
   beam_size: int = 1
   alpha: float = 0.75
@@ -49,28 +56,30 @@ class Translator:
   top_k: int = 0
   seed: int = 0
   workdirs: tuple[str, ...] = ()  # an ensemble's members
-  _nbest: tuple[int, Any] | None = dataclasses.field(default=None, init=False, repr=False)
 
   def __post_init__(self) -> None:
+    if self.batch_size < 1:
+      raise errors.ConfigError(f'the batch size must be at least 1, got {self.batch_size}')
     if self.beam_size < 1:
-      raise errors.UserError(f'the beam size must be at least 1, got {self.beam_size}')
+      raise errors.ConfigError(f'the beam size must be at least 1, got {self.beam_size}')
     if self.max_output_len < 0 or self.max_len_ratio < 0:
-      raise errors.UserError('the output length limits must not be negative')
+      raise errors.ConfigError('the output length limits must not be negative')
     if self.sample and self.beam_size > 1:
-      raise errors.UserError('sampling draws one translation a sentence: use --beam_size=1')
-    kw = {'max_len_ratio': self.max_len_ratio}
+      raise errors.ConfigError('sampling draws one translation a sentence: use --beam_size=1')
+    sampling = None
     if self.sample:
       try:
         sampling = greedy_search.Sampling(self.temperature, self.top_k)
       except ValueError as e:
-        raise errors.UserError(str(e)) from None
-      self._decode = greedy_search.make_sampler(self.model, self.output_len, sampling, **kw)
-    elif self.beam_size == 1:
-      self._decode = greedy_search.make_greedy(self.model, self.output_len, **kw)
-    else:
-      self._decode = beam_search.make_best(
-        self.model, beam_size=self.beam_size, max_len=self.output_len, alpha=self.alpha, **kw
-      )
+        raise errors.ConfigError(str(e)) from None
+    self._decode = _search(
+      self.model, self.output_len, self.beam_size, self.alpha, self.max_len_ratio, sampling
+    )
+
+  def with_params(self, params: Any, **changes: Any) -> Translator:
+    """This translator with other parameters of the same model (and other `changes` of
+    its fields); the compiled searches are shared."""
+    return dataclasses.replace(self, params=params, **changes)
 
   @property
   def output_len(self) -> int:
@@ -82,9 +91,9 @@ class Translator:
     return self.model.size if isinstance(self.model, ensemble.Ensemble) else 1
 
   @property
-  def decoder(self) -> str:
-    """'plain' or 'attention'."""
-    return str(self.config.model.get('decoder', 'plain'))
+  def decoder(self) -> str | None:
+    """The workdir's `model.decoder` ('plain' or 'attention'); None without a config."""
+    return None if self.config is None else str(self.config.model.decoder)
 
   def source_tokens(self, sentence: str) -> list[str]:
     """The source tokens the model sees, `<eos>` included (for plots: unknown words as
@@ -126,8 +135,8 @@ class Translator:
     return ids
 
   def _batches(self, src_ids: list[list[int]]) -> Iterator[tuple[int, int, Array, Array]]:
-    """(start, count, src, src_len) for each batch of `src_ids`, padded to a power of two
-    (at least 8) rows: few shapes, little padding."""
+    """(start, count, src, src_len) for each batch of `src_ids`: at most `batch_size`
+    rows, padded to a power of two (at least 8)."""
     for start in range(0, len(src_ids), self.batch_size):
       chunk = src_ids[start : start + self.batch_size]
       size = min(self.batch_size, _round_up(len(chunk)))
@@ -158,24 +167,17 @@ class Translator:
     """The k best translations of each sentence with their scores (`log P / len**alpha`),
     best first, by beam search with a beam of max(k, beam_size); [] for a blank line."""
     if k < 1:
-      raise errors.UserError(f'--nbest must be at least 1, got {k}')
+      raise errors.ConfigError(f'--nbest must be at least 1, got {k}')
     if self.sample:
-      raise errors.UserError('--nbest lists come from beam search, not from sampling')
-    beam = max(k, self.beam_size)
-    if self._nbest is None or self._nbest[0] != beam:
-      search = beam_search.make_beam_search(
-        self.model,
-        beam_size=beam,
-        max_len=self.output_len,
-        alpha=self.alpha,
-        max_len_ratio=self.max_len_ratio,
-      )
-      self._nbest = (beam, search)
-    keep = [i for i, s in enumerate(sentences) if s.strip()]
+      raise errors.ConfigError('--nbest lists come from beam search, not from sampling')
+    search = _nbest_search(
+      self.model, self.output_len, max(k, self.beam_size), self.alpha, self.max_len_ratio
+    )
+    keep = nonblank(sentences)
     src_ids = self.encode(sentences)
     result: list[list[tuple[str, float]]] = [[] for _ in sentences]
     for start, count, src, src_len in self._batches([src_ids[i] for i in keep]):
-      seqs, scores = (np.asarray(x) for x in self._nbest[1](self.params, src, src_len))
+      seqs, scores = (np.asarray(x) for x in search(self.params, src, src_len))
       for j, i in enumerate(keep[start : start + count]):
         result[i] = [
           (self.tgt_tok.decode(seqs[j, r]), float(scores[j, r]))
@@ -184,15 +186,54 @@ class Translator:
         ]
     return result
 
-  def translate(self, sentences: Sequence[str]) -> list[str]:
-    """Translations, one per sentence; an empty (or blank) sentence gives ''."""
-    keep = [i for i, s in enumerate(sentences) if s.strip()]
-    src_ids = self.encode(sentences)  # warnings name the sentence's place in the input
+  def translate(self, sentences: Sequence[str], warn: bool = True) -> list[str]:
+    """Translations, one per sentence; a blank sentence gives ''. `warn`: name the lines
+    longer than the model reads (on standard error)."""
+    keep = nonblank(sentences)
+    src_ids = self.encode(sentences, warn)  # warnings name the sentence's place in the input
     outs = self.translate_ids([src_ids[i] for i in keep], keep)
-    result = [''] * len(sentences)
-    for i, out in zip(keep, outs, strict=True):
-      result[i] = self.tgt_tok.decode(out)
-    return result
+    return scatter(len(sentences), keep, [self.tgt_tok.decode(o) for o in outs], '')
+
+
+def nonblank(sentences: Sequence[str]) -> list[int]:
+  """The places of the sentences to translate: a blank line (`text.is_blank`) is skipped,
+  and its translation is empty."""
+  return [i for i, s in enumerate(sentences) if not text.is_blank(s)]
+
+
+def scatter(n: int, places: Sequence[int], values: Sequence[Any], empty: Any) -> list:
+  """`n` entries: `values` at `places` (from `nonblank`), `empty` elsewhere."""
+  out = [empty] * n
+  for i, value in zip(places, values, strict=True):
+    out[i] = value
+  return out
+
+
+@functools.lru_cache(maxsize=32)
+def _search(
+  model: Any,
+  output_len: int,
+  beam_size: int,
+  alpha: float,
+  max_len_ratio: float,
+  sampling: greedy_search.Sampling | None,
+) -> Callable:
+  """The compiled search (one per model and settings, shared by translators)."""
+  kw = {'max_len_ratio': max_len_ratio}
+  if sampling is not None:
+    return greedy_search.make_sampler(model, output_len, sampling, **kw)
+  if beam_size == 1:
+    return greedy_search.make_greedy(model, output_len, **kw)
+  return beam_search.make_best(model, beam_size=beam_size, max_len=output_len, alpha=alpha, **kw)
+
+
+@functools.lru_cache(maxsize=8)
+def _nbest_search(
+  model: Any, output_len: int, beam_size: int, alpha: float, max_len_ratio: float
+) -> Callable:
+  return beam_search.make_beam_search(
+    model, beam_size=beam_size, max_len=output_len, alpha=alpha, max_len_ratio=max_len_ratio
+  )
 
 
 def _token_strings(tok: Any, ids: Sequence[int]) -> list[str]:
@@ -208,25 +249,6 @@ def _round_up(n: int) -> int:
   while size < n:
     size *= 2
   return size
-
-
-def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
-  path = Path(workdir) / 'config.json'
-  if not path.exists():
-    raise errors.UserError(f'{workdir} is not a training workdir (no config.json)')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def abstract_state(config: ml_collections.ConfigDict, model: models.EncoderDecoder) -> Any:
-  """The shapes and dtypes of a workdir's `TrainState` (the tree Orbax restores into)."""
-  tx = steps.make_optimizer(
-    learning_rate=1.0,
-    grad_clip=config.train.grad_clip,
-    schedule=config.train.schedule,
-    warmup_steps=config.train.warmup_steps,
-    weight_decay=config.train.weight_decay,
-  )
-  return jax.eval_shape(lambda: steps.init_state(model, tx, jax.random.key(0)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,22 +269,15 @@ class Member:
 def read_member(workdir: str | Path, checkpoint: str = 'best') -> Member:
   """A workdir's config, tokenizers, model and one checkpoint's parameters."""
   workdir = Path(workdir)
-  if not workdir.is_dir():
-    raise errors.UserError(f'workdir {workdir} does not exist')
-  config = load_config(workdir)
+  config = build.workdir_config(workdir)
   src_tok, tgt_tok = tokenizers.load(workdir, config.data.tokenizer)
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   try:
     _, meta = ckpts.read_meta(checkpoint)
-    model_cfg = dict(config.model)
-    model = models.build(
-      config.model, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
-    )
-    signature = checkpointing.signature(
-      model_cfg, src_tok.vocab_size, tgt_tok.vocab_size, config.data.tokenizer
-    )
+    model = build.model(config, src_tok.vocab_size, tgt_tok.vocab_size)
+    signature = checkpointing.signature(config, src_tok.vocab_size, tgt_tok.vocab_size)
     checkpointing.check_compatible(meta['signature'], signature)
-    step, state, meta = ckpts.restore(checkpoint, abstract_state(config, model))
+    step, state, meta = ckpts.restore(checkpoint, build.abstract_state(config, model))
   finally:
     ckpts.close()
   return Member(
@@ -285,7 +300,7 @@ def expand_workdirs(workdirs: str | Path | Sequence[str | Path]) -> list[Path]:
     else:
       out.append(w)
   if not out:
-    raise errors.UserError('no workdir given')
+    raise errors.ConfigError('no workdir given')
   return out
 
 

@@ -33,9 +33,8 @@ from typing import TextIO
 
 from absl import flags
 
-from seq2seq_jax import cli, errors, inference, translation_flags
+from seq2seq_jax import attention_plot, cli, errors, inference, translation_flags
 from seq2seq_jax.data import input_pipeline
-from seq2seq_jax.train import reporting
 
 FLAGS = flags.FLAGS
 translation_flags.define(batch_size=256)
@@ -60,7 +59,7 @@ def make_translate_fn(
   each output line is a JSON object with the K best translations and their scores."""
   if nbest:
     if plot_dir:
-      raise errors.UserError('--nbest and --plot_attention do not go together')
+      raise errors.ConfigError('--nbest and --plot_attention do not go together')
 
     def lines(sentences: Sequence[str]) -> list[str]:
       return [
@@ -77,8 +76,6 @@ def make_translate_fn(
     return lines
   if not plot_dir:
     return translator.translate
-  from seq2seq_jax import attention_plot  # matplotlib only when plotting
-
   return attention_plot.Plotter(translator, plot_dir)
 
 
@@ -120,7 +117,7 @@ def translate_stream(translate_fn: TranslateFn, lines: Sequence[str], stdout: Te
 
 def main(argv: list[str]) -> None:
   sentences = argv[1:]
-  reporting.quiet_cli_logs()
+  cli.quiet_cli_logs()
   with errors.one_line_errors('translate'):
     translator = translation_flags.load(FLAGS)
     translate_fn = make_translate_fn(translator, FLAGS.plot_attention, FLAGS.nbest)

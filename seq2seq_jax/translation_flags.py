@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from absl import flags
+
 from seq2seq_jax import inference
 
 
 def define(batch_size: int) -> None:
   """The flags `translate` and `evaluate` share: which workdirs and checkpoint, and how
   to decode."""
-  from absl import flags
-
   flags.DEFINE_string(
     'workdir', None, "A workdir written by train.py (a population's: all its members)."
   )

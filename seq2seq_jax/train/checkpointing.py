@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
-from seq2seq_jax import errors
+from seq2seq_jax import build, errors
 
 CheckpointChoice = str  # 'best' | 'latest' | 'averaged' | a step number
 
@@ -65,7 +66,7 @@ class Checkpoints:
     if read_only and not root.is_dir():
       raise CheckpointError(f'no checkpoints in {workdir} (looked for {root})')
     if keep < 1 or keep_best < 1:
-      raise errors.UserError(
+      raise errors.ConfigError(
         f'train.keep_checkpoints and train.keep_best must be at least 1, got {keep} and {keep_best}'
       )
     self.root, self.read_only, self.keep_best = root, read_only, keep_best
@@ -183,28 +184,27 @@ class Checkpoints:
     return step, restored['state'], dict(restored['meta'])
 
 
-def signature(model_cfg: dict, src_vocab_size: int, tgt_vocab_size: int, tokenizer: str) -> dict:
-  """What a checkpoint must agree on with a config to be restored (dtype and unroll may
-  change between runs: they do not change the parameters)."""
+def signature(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int) -> dict:
+  """What a checkpoint must agree on with a config to be restored: the model fields (but
+  dtype and unroll, which may change between runs: they do not change the parameters),
+  the vocabulary sizes and the tokenizer."""
   return {
-    **{k: v for k, v in model_cfg.items() if k not in ('dtype', 'unroll')},
+    **{k: v for k, v in config.model.to_dict().items() if k not in ('dtype', 'unroll')},
     'src_vocab_size': src_vocab_size,
     'tgt_vocab_size': tgt_vocab_size,
-    'tokenizer': tokenizer,
+    'tokenizer': config.data.tokenizer,
   }
 
 
-# Model fields added after checkpoints were first written: an older checkpoint, which does
-# not name them, was trained with these values.
-LATER_FIELDS = {'bidirectional': False, 'tie_embeddings': False}
-
-
 def check_compatible(saved: dict, current: dict) -> None:
-  """Fails with a clear message when a checkpoint's model shape differs from the config's."""
+  """Fails with a clear message when a checkpoint's model shape differs from the config's.
+  A model field the checkpoint's record predates counts as the value runs had before it
+  existed (`build.model_fields_before`: `arch` 'rnn', ...)."""
+  saved = {**build.model_fields_before(), **saved}
   diffs = [
-    f'{k}: checkpoint {saved.get(k, LATER_FIELDS.get(k))!r} vs config {v!r}'
+    f'{k}: checkpoint {saved.get(k)!r} vs config {v!r}'
     for k, v in current.items()
-    if saved.get(k, LATER_FIELDS.get(k)) != v
+    if saved.get(k) != v
   ]
   if diffs:
     raise CheckpointError(

@@ -1,6 +1,7 @@
 """Validation during training: loss and accuracy sums over the validation batches, greedy
-corpus BLEU and chrF, and the book's examples printed at the end. One model or a
-population's members (metrics with a trailing `[members]` axis) alike."""
+corpus BLEU and chrF (decoded by `inference.Translator`, as `translate` and `evaluate`
+decode), and the book's examples printed at the end. One model or a population's members
+(metrics with a trailing `[members]` axis) alike."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import scoring
+from seq2seq_jax import inference, scoring
 from seq2seq_jax.data import input_pipeline
 from seq2seq_jax.train import distributed
 from seq2seq_jax.train.reporting import per_member
@@ -38,40 +39,34 @@ def evaluate_loss(
   ]
 
 
-def translate_ids(
-  greedy_fn: Any, params: Any, src_ids: list[list[int]], width: int, batch_size: int
-) -> list[np.ndarray]:
-  """Greedy translations of id sequences, in batches of a fixed shape (one compile)."""
-  outputs = []
-  for start in range(0, len(src_ids), batch_size):
-    chunk = src_ids[start : start + batch_size]
-    src, src_len = input_pipeline.make_source_batch(
-      chunk + [[0]] * (batch_size - len(chunk)), width
-    )
-    out = np.asarray(greedy_fn(params, src, src_len))
-    outputs.extend(out[: len(chunk)])
-  return outputs
+def translate(
+  translator: inference.Translator,
+  params: Any,
+  sources: list[str],
+  batch_size: int | None = None,
+) -> list[str]:
+  """Greedy translations of `sources` with `params` (unreplicated: one device decodes),
+  by the path `translate` and `evaluate` take; lines longer than the model reads are
+  trimmed silently. `batch_size`: sentences decoded together (default the translator's)."""
+  changes = {} if batch_size is None else {'batch_size': batch_size}
+  return translator.with_params(params, **changes).translate(sources, warn=False)
 
 
 def evaluate_bleu(
-  greedy_fn: Any,
+  translator: inference.Translator,
   params: Any,
   data: input_pipeline.Data,
   *,
   max_sentences: int,
-  batch_size: int,
   num_samples: int,
+  batch_size: int | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
   """Corpus BLEU and chrF of greedy translations of (a fixed prefix of) the validation
-  pairs, with all references of a repeated source together. Sources are encoded,
-  translated and decoded a batch at a time: only the hypotheses' text is kept."""
+  pairs, with all references of a repeated source together: the scores `evaluate` gives
+  the same parameters on these pairs."""
   refs = scoring.group_references(data.val.sources, data.val.targets)
   sources = list(refs)[:max_sentences] if max_sentences else list(refs)
-  hyps = []
-  for start in range(0, len(sources), batch_size):
-    src_ids = [data.src_tok.encode(s)[: data.max_len] for s in sources[start : start + batch_size]]
-    outs = translate_ids(greedy_fn, params, src_ids, data.max_len, batch_size)
-    hyps += [data.tgt_tok.decode(o) for o in outs]
+  hyps = translate(translator, params, sources, batch_size)
   references = [refs[s] for s in sources]
   scores = scoring.score_translations(hyps, references, data.score_form)
   samples = [
@@ -82,17 +77,16 @@ def evaluate_bleu(
 
 
 def print_examples(
-  config: ml_collections.ConfigDict, data: input_pipeline.Data, greedy_fn: Any, params: Any
+  config: ml_collections.ConfigDict,
+  data: input_pipeline.Data,
+  translator: inference.Translator,
+  params: Any,
 ) -> None:
   """The config's examples (the book's four), one per line:
   `<source> => <translation>, bleu <score>`."""
   if not config.examples:
     return
-  sources = [e for e, _ in config.examples]
-  outs = translate_ids(
-    greedy_fn, params, [data.src_tok.encode(e) for e in sources], data.max_len, len(sources)
-  )
-  for (eng, fra), out in zip(config.examples, outs, strict=True):
-    hyp = data.tgt_tok.decode(out)
+  hyps = translate(translator, params, [e for e, _ in config.examples])
+  for (eng, fra), hyp in zip(config.examples, hyps, strict=True):
     score = scoring.bleu(hyp, data.tgt_tok.reference(fra), k=2)
     print(f'{eng} => {hyp}, bleu {score:.3f}', flush=True)
