@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from seq2seq_jax import cli, errors
 from seq2seq_jax.models import ops
-from seq2seq_jax.train import distributed, hostmem, loop, reporting
+from seq2seq_jax.train import hostmem, loop, multihost
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
@@ -38,10 +38,10 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.tune_malloc and ops.forms(ops.expected_backend()).tune_malloc:
     hostmem.tune_host_malloc()  # before JAX allocates anything large
-  reporting.quiet_library_logs()
+  cli.quiet_library_logs()
   with errors.one_line_errors():
-    distributed.initialize(FLAGS.config.get('distributed'))  # before JAX picks its devices
-  dtype = FLAGS.config.model.get('dtype', 'float32')
+    multihost.initialize(FLAGS.config.distributed)  # before JAX picks its devices
+  dtype = FLAGS.config.model.dtype
   dtype = f'{ops.auto_dtype()} (auto)' if dtype == 'auto' else dtype
   logging.info(
     'JAX %s on %s (%s kernel forms, %s matmuls): process %d of %d, %d local device(s) %s',

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq_jax import errors
-from seq2seq_jax.train import reporting
+from seq2seq_jax import cli, errors
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONUNBUFFERED': '1'}
@@ -108,7 +107,7 @@ def test_a_config_file_that_does_not_load_is_one_line_naming_it(tmp_path: Path) 
 
 
 def test_jax_probing_for_an_absent_tpu_is_not_logged() -> None:
-  reporting.quiet_backend_probe()
+  cli.quiet_backend_probe()
   logger = logging.getLogger('jax._src.xla_bridge')
 
   def record(level: int, msg: str) -> logging.LogRecord:

@@ -35,7 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from seq2seq_jax import build, cli
+from seq2seq_jax.data import input_pipeline
+from seq2seq_jax.train import experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = flags.FLAGS
@@ -125,11 +129,7 @@ def run_train(workdir: Path, overrides: list[str]) -> dict[str, Any]:
 def batch_ms(workdir: Path, batches: int = 300) -> float:
   """Median milliseconds to make one training batch (ids read from the prepared,
   memory-mapped files) in the workdir's config: the data side of a step."""
-  from seq2seq_jax import inference
-  from seq2seq_jax.data import input_pipeline
-  from seq2seq_jax.train import experiment
-
-  config = inference.load_config(workdir)
+  config = build.workdir_config(workdir)
   data = input_pipeline.prepare(config.data, None)
   batches_iter = iter(experiment.make_batchers(config, data, (0, 1))[0])
   times = []
@@ -202,4 +202,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -30,7 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 from absl import app, flags
+
+from seq2seq_jax import cli
 
 FLAGS = flags.FLAGS
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,11 +89,85 @@ def _train_cmd(workdir: Path, config: str, seconds: int, *extra: str) -> list[st
   ]
 
 
+def _jax_speed(shapes: dict[str, int], quick: bool) -> dict[str, Any]:
+  """Part 1: `seq2seq_jax.benchmark` at `shapes`, per batch size and dtype."""
+  bench = {}
+  keep = ('train_step_ms', 'train_tokens_per_s', 'decode_sentences_per_s', 'compile_s')
+  for batch in map(int, FLAGS.batches):
+    for dtype in ('bfloat16', 'float32'):
+      cmd = [sys.executable, '-m', 'seq2seq_jax.benchmark', f'--batch_size={batch}']
+      cmd += [f'--{k}={v}' for k, v in shapes.items()]
+      cmd += ['--decoder=plain', f'--dtype={dtype}', '--steps=10' if not quick else '--steps=2']
+      cmd += [f'--decode_sentences={batch}', f'--decode_batch_size={batch}']
+      part = run_part(cmd, 120)
+      if part.get('result'):
+        part['result'] = {k: part['result'].get(k) for k in (*keep, 'kernels')}
+      bench[f'jax_{dtype}_b{batch}'] = part
+  return bench
+
+
+def _torch_speed() -> dict[str, Any]:
+  """Part 2: the book's PyTorch code on CUDA, per batch size, float32 and autocast."""
+  has_cuda = run_part(
+    [FLAGS.torch_python, '-c', 'import json, torch; print(json.dumps(torch.cuda.is_available()))'],
+    60,
+  ).get('result')
+  data_file = Path(FLAGS.data) / 'fra.txt'
+  if not (has_cuda and Path(FLAGS.reference).exists() and data_file.exists()):
+    return {'torch': {'skipped': 'no torch with CUDA, reference or fra.txt'}}
+  bench = {}
+  for batch in map(int, FLAGS.batches):
+    for amp in (False, True):
+      cmd = [FLAGS.torch_python, FLAGS.reference, '--data', str(data_file), '--num-train', '0']
+      cmd += ['--num-steps', '9', '--batch', str(batch), '--epochs', '1']
+      cmd += ['--max-train-steps', '40', '--warmup-steps', '5', '--device', 'cuda']
+      part = run_part([*cmd, *(['--amp'] if amp else [])], 180)
+      if part.get('result'):
+        part['result'] = {k: part['result'].get(k) for k in ('step_ms', 'target_tokens_per_s')}
+      bench[f'torch_{"bf16_amp" if amp else "float32"}_b{batch}'] = part
+  return bench
+
+
+def _speedups(bench: dict[str, Any]) -> dict[str, float]:
+  """JAX's speed-ups over the PyTorch float32 reference, where both ran."""
+  out = {}
+  for batch in map(int, FLAGS.batches):
+    ref = (bench.get(f'torch_float32_b{batch}') or {}).get('result') or {}
+    for dtype in ('bfloat16', 'float32'):
+      ours = (bench.get(f'jax_{dtype}_b{batch}') or {}).get('result') or {}
+      if ref.get('step_ms') and ours.get('train_step_ms'):
+        speedup = round(ref['step_ms'] / ours['train_step_ms'], 2)
+        out[f'speedup_{dtype}_b{batch}_vs_torch_float32'] = speedup
+  return out
+
+
+def _parallel_modes(workdir: Path, config: str, device_count: int) -> dict[str, Any] | str:
+  """Part 3: `train.py` in each parallel mode (on one device there is only plain jit)."""
+  if device_count == 1:
+    return 'one device: the jit and pmap modes both run plain jit'
+  modes = {}
+  for mode in ('jit', 'pmap'):
+    out = workdir / f'mode_{mode}'
+    cmd = _train_cmd(out, config, FLAGS.mode_s, f'--config.train.parallel={mode}')
+    modes[mode] = run_part(cmd, FLAGS.mode_s + 240)
+    modes[mode]['steps'] = _steps(out)
+  return modes
+
+
+def _short_training(workdir: Path, config: str, quick: bool) -> dict[str, Any]:
+  """Part 4: a short training run of `config`, then greedy BLEU on the test split."""
+  out = workdir / 'default'
+  seconds = 20 if quick else FLAGS.train_s
+  train = run_part(_train_cmd(out, config, seconds), seconds + 300)
+  train['steps'] = _steps(out)
+  evaluate = [sys.executable, '-m', 'seq2seq_jax.evaluate', f'--workdir={out}', '--split=test']
+  train['test_greedy'] = run_part(evaluate, 240).get('result')
+  return train
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  import jax  # after absl parsed the flags
-
   quick = FLAGS.quick
   shapes = dict(BOOK, num_steps=5, src_vocab=200, tgt_vocab=300, embed_size=16, num_hiddens=16)
   shapes = shapes if quick else BOOK
@@ -102,70 +179,11 @@ def main(argv: list[str]) -> None:
     'device_kind': jax.devices()[0].device_kind,
     'quick': quick,
   }
-
-  # 1. The JAX benchmark.
-  bench = {}
-  for batch in map(int, FLAGS.batches):
-    for dtype in ('bfloat16', 'float32'):
-      cmd = [sys.executable, '-m', 'seq2seq_jax.benchmark', f'--batch_size={batch}']
-      cmd += [f'--{k}={v}' for k, v in shapes.items()]
-      cmd += ['--decoder=plain', f'--dtype={dtype}', '--steps=10' if not quick else '--steps=2']
-      cmd += [f'--decode_sentences={batch}', f'--decode_batch_size={batch}']
-      part = run_part(cmd, 120)
-      keep = ('train_step_ms', 'train_tokens_per_s', 'decode_sentences_per_s', 'compile_s')
-      if part.get('result'):
-        part['result'] = {k: part['result'].get(k) for k in (*keep, 'kernels')}
-      bench[f'jax_{dtype}_b{batch}'] = part
-
-  # 2. The PyTorch reference on CUDA.
-  has_cuda = run_part(
-    [FLAGS.torch_python, '-c', 'import json, torch; print(json.dumps(torch.cuda.is_available()))'],
-    60,
-  ).get('result')
-  data_file = Path(FLAGS.data) / 'fra.txt'
-  if has_cuda and Path(FLAGS.reference).exists() and data_file.exists():
-    for batch in map(int, FLAGS.batches):
-      for amp in (False, True):
-        cmd = [FLAGS.torch_python, FLAGS.reference, '--data', str(data_file), '--num-train', '0']
-        cmd += ['--num-steps', '9', '--batch', str(batch), '--epochs', '1']
-        cmd += ['--max-train-steps', '40', '--warmup-steps', '5', '--device', 'cuda']
-        part = run_part([*cmd, *(['--amp'] if amp else [])], 180)
-        if part.get('result'):
-          part['result'] = {k: part['result'].get(k) for k in ('step_ms', 'target_tokens_per_s')}
-        bench[f'torch_{"bf16_amp" if amp else "float32"}_b{batch}'] = part
-  else:
-    bench['torch'] = {'skipped': 'no torch with CUDA, reference or fra.txt'}
-  for batch in map(int, FLAGS.batches):  # speed-ups over the reference, where both ran
-    ref = (bench.get(f'torch_float32_b{batch}') or {}).get('result') or {}
-    for dtype in ('bfloat16', 'float32'):
-      ours = (bench.get(f'jax_{dtype}_b{batch}') or {}).get('result') or {}
-      if ref.get('step_ms') and ours.get('train_step_ms'):
-        bench[f'speedup_{dtype}_b{batch}_vs_torch_float32'] = round(
-          ref['step_ms'] / ours['train_step_ms'], 2
-        )
-  report['speed'] = bench
-
-  # 3. The parallel modes.
+  bench = {**_jax_speed(shapes, quick), **_torch_speed()}
+  report['speed'] = {**bench, **_speedups(bench)}
   config = 'configs/tiny.py' if quick else 'configs/default.py'
-  if jax.device_count() > 1:
-    modes = {}
-    for mode in ('jit', 'pmap'):
-      out = workdir / f'mode_{mode}'
-      cmd = _train_cmd(out, config, FLAGS.mode_s, f'--config.train.parallel={mode}')
-      modes[mode] = run_part(cmd, FLAGS.mode_s + 240)
-      modes[mode]['steps'] = _steps(out)
-    report['parallel_modes'] = modes
-  else:
-    report['parallel_modes'] = 'one device: the jit and pmap modes both run plain jit'
-
-  # 4. A short training run of the default config, then the test split.
-  out = workdir / 'default'
-  seconds = 20 if quick else FLAGS.train_s
-  train = run_part(_train_cmd(out, config, seconds), seconds + 300)
-  train['steps'] = _steps(out)
-  evaluate = [sys.executable, '-m', 'seq2seq_jax.evaluate', f'--workdir={out}', '--split=test']
-  train['test_greedy'] = run_part(evaluate, 240).get('result')
-  report['train'] = train
+  report['parallel_modes'] = _parallel_modes(workdir, config, jax.device_count())
+  report['train'] = _short_training(workdir, config, quick)
   print(json.dumps(report), flush=True)
 
 
@@ -180,4 +198,4 @@ def _steps(workdir: Path) -> dict[str, Any] | None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -43,29 +43,28 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from seq2seq_jax import models
+from seq2seq_jax import cli
+from seq2seq_jax.benchmarks import speed
 from seq2seq_jax.train import population, steps
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('members', 8, 'Population size N.')
-flags.DEFINE_integer(
-  'chunk', -1, 'Members vectorised together: 0 all (one vmap), 1 one after another, -1 auto.'
-)
-flags.DEFINE_integer('steps', 10, 'Timed rounds (one population step + N single steps each).')
-flags.DEFINE_integer('run_steps', 120, 'Steps of the run that run_ratio is computed for.')
-flags.DEFINE_integer('batch_size', 128, 'Batch size.')
-flags.DEFINE_integer('num_steps', 9, 'Sequence length (the book trims and pads to 9).')
-flags.DEFINE_integer('src_vocab', 195, 'Source vocabulary (configs/d2l.py: 195).')
-flags.DEFINE_integer('tgt_vocab', 215, 'Target vocabulary (configs/d2l.py: 215).')
-flags.DEFINE_integer('embed_size', 256, 'Embedding size.')
-flags.DEFINE_integer('num_hiddens', 256, 'Hidden size.')
-flags.DEFINE_integer('num_layers', 2, 'Recurrent layers.')
-flags.DEFINE_float('dropout', 0.2, 'Dropout between layers.')
-flags.DEFINE_string('decoder', 'plain', "'plain' or 'attention'.")
-flags.DEFINE_string('cell', 'gru', "'gru' or 'lstm'.")
-flags.DEFINE_bool('end_to_end', False, 'Time whole train.py runs on the real data.')
-flags.DEFINE_string('manual_dir', '', '--end_to_end: the directory holding fra.txt.')
-flags.DEFINE_string('data_dir', '', "--end_to_end: TFDS's cache ('' = the config's).")
+
+
+def define_flags() -> None:
+  """The command line's flags: the model's and the batch's shapes as the speed
+  benchmark's (`speed.define_model_flags`, the vocabularies of configs/d2l.py), then the
+  population's."""
+  speed.define_model_flags(src_vocab=195, tgt_vocab=215)
+  flags.DEFINE_integer('members', 8, 'Population size N.')
+  flags.DEFINE_integer(
+    'chunk', -1, 'Members vectorised together: 0 all (one vmap), 1 one after another, -1 auto.'
+  )
+  flags.DEFINE_integer('steps', 10, 'Timed rounds (one population step + N single steps each).')
+  flags.DEFINE_integer('run_steps', 120, 'Steps of the run that run_ratio is computed for.')
+  flags.DEFINE_bool('end_to_end', False, 'Time whole train.py runs on the real data.')
+  flags.DEFINE_string('manual_dir', '', '--end_to_end: the directory holding fra.txt.')
+  flags.DEFINE_string('data_dir', '', "--end_to_end: TFDS's cache ('' = the config's).")
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,47 +98,51 @@ def _timed(fn: Any) -> float:
   return time.perf_counter() - start
 
 
-def benchmark_steps() -> dict[str, Any]:
-  """Population step against N single steps, compiled ahead of time, timed in turns."""
-  n = FLAGS.members
-  model = models.build_model(
-    src_vocab_size=FLAGS.src_vocab,
-    tgt_vocab_size=FLAGS.tgt_vocab,
-    embed_size=FLAGS.embed_size,
-    num_hiddens=FLAGS.num_hiddens,
-    num_layers=FLAGS.num_layers,
-    dropout=FLAGS.dropout,
-    decoder=FLAGS.decoder,
-    cell=FLAGS.cell,
-  )
-  rates, seeds = member_hyperparameters(n)
-  rng = np.random.default_rng(0)
-  vocab = (FLAGS.src_vocab, FLAGS.tgt_vocab)
-  batches = [random_batch(rng, FLAGS.batch_size, FLAGS.num_steps, vocab) for _ in range(4)]
-
-  # The population: one program for all members.
+def _compiled_steps(model: Any, seeds: list[int], rates: list[float], batch: Any) -> dict:
+  """The population's step and the single-run step, compiled ahead of time, with their
+  states: 'population' (step, [states, keys, rates], compile s) and 'single' (step, one
+  [state, dropout key] per member, compile s)."""
   unit_tx = steps.make_optimizer(learning_rate=1.0)
   states, keys = population.init_population(model, unit_tx, seeds)
-  pop = {'states': states, 'keys': keys}
   lrs = jnp.asarray(rates, jnp.float32)
-  chunk = population.resolve_chunk(FLAGS.chunk)
   pop_fn = jax.jit(
-    functools.partial(population.population_train_step, model=model, tx=unit_tx, chunk=chunk),
+    functools.partial(
+      population.population_train_step,
+      model=model,
+      tx=unit_tx,
+      chunk=population.resolve_chunk(FLAGS.chunk),
+    ),
     donate_argnums=(0,),
   )
-  pop_step, pop_compile_s = _compile(pop_fn, pop['states'], batches[0], pop['keys'], lrs)
-
+  pop_step, pop_compile_s = _compile(pop_fn, states, batch, keys, lrs)
   # Separate runs: the single-run step, one state per member. (Each run would build its
   # optimizer with its own learning rate, which compiles the same program again.)
   tx = steps.make_optimizer(learning_rate=rates[0])
   init = jax.jit(steps.init_state, static_argnums=(0, 1))
   singles = [[init(model, tx, k), d] for k, d in map(population.member_keys, seeds)]
   single_fn = jax.jit(functools.partial(steps.train_step, model=model, tx=tx), donate_argnums=(0,))
-  single_step, single_compile_s = _compile(single_fn, singles[0][0], batches[0], singles[0][1])
+  single_step, single_compile_s = _compile(single_fn, singles[0][0], batch, singles[0][1])
+  return {
+    'population': (pop_step, [states, keys, lrs], pop_compile_s),
+    'single': (single_step, singles, single_compile_s),
+  }
+
+
+def benchmark_steps() -> dict[str, Any]:
+  """Population step against N single steps, compiled ahead of time, timed in turns."""
+  n = FLAGS.members
+  model = speed.build_model({name: getattr(FLAGS, name) for name in speed.MODEL_FLAGS})
+  rates, seeds = member_hyperparameters(n)
+  rng = np.random.default_rng(0)
+  vocab = (FLAGS.src_vocab, FLAGS.tgt_vocab)
+  batches = [random_batch(rng, FLAGS.batch_size, FLAGS.num_steps, vocab) for _ in range(4)]
+  compiled = _compiled_steps(model, seeds, rates, batches[0])
+  pop_step, pop, pop_compile_s = compiled['population']
+  single_step, singles, single_compile_s = compiled['single']
 
   def population_step(batch: Any) -> Any:
-    pop['states'], metrics = pop_step(pop['states'], batch, pop['keys'], lrs)
-    return pop['states'], metrics
+    pop[0], metrics = pop_step(pop[0], batch, pop[1], pop[2])
+    return pop[0], metrics
 
   def separate_steps(batch: Any) -> Any:
     outs = []
@@ -160,7 +163,7 @@ def benchmark_steps() -> dict[str, Any]:
   pop_run = pop_compile_s + FLAGS.run_steps * pop_s
   sep_run = n * single_compile_s + FLAGS.run_steps * sep_s
   return {
-    'chunk': chunk,
+    'chunk': population.resolve_chunk(FLAGS.chunk),
     'parameters_per_member': int(sum(x.size for x in jax.tree.leaves(singles[0][0].params))),
     'batch_size': FLAGS.batch_size,
     'num_steps': FLAGS.num_steps,
@@ -247,4 +250,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  define_flags()
+  cli.run(main, flag_modules=[speed])

@@ -27,6 +27,8 @@ from typing import Any
 
 from absl import app, flags
 
+from seq2seq_jax import cli
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES: dict[str, list[str]] = {
   'base': [],
@@ -146,4 +148,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

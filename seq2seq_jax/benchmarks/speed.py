@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from seq2seq_jax import models
+from seq2seq_jax import cli, models
 from seq2seq_jax.data import text
 from seq2seq_jax.decoding import greedy_search
 from seq2seq_jax.models import ops
@@ -187,20 +187,31 @@ def bench_decode(
   }
 
 
+MODEL_FLAGS = (
+  'src_vocab',
+  'tgt_vocab',
+  'embed_size',
+  'num_hiddens',
+  'num_layers',
+  'dropout',
+  'decoder',
+  'cell',
+  'dtype',
+  'unroll',
+)
+
+
+def build_model(cfg: dict[str, Any]) -> models.EncoderDecoder:
+  """The model of `MODEL_FLAGS`' values in `cfg` (the flags as a dict)."""
+  model = {name: cfg[name] for name in MODEL_FLAGS}
+  return models.build_model(
+    src_vocab_size=model.pop('src_vocab'), tgt_vocab_size=model.pop('tgt_vocab'), **model
+  )
+
+
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
   """The whole benchmark for one configuration (the flags as a dict); JSON-able result."""
-  model = models.build_model(
-    src_vocab_size=cfg['src_vocab'],
-    tgt_vocab_size=cfg['tgt_vocab'],
-    embed_size=cfg['embed_size'],
-    num_hiddens=cfg['num_hiddens'],
-    num_layers=cfg['num_layers'],
-    dropout=cfg['dropout'],
-    decoder=cfg['decoder'],
-    cell=cfg['cell'],
-    dtype=cfg['dtype'],
-    unroll=cfg['unroll'],
-  )
+  model = build_model(cfg)
   rng = np.random.default_rng(cfg['seed'])
   min_len = min(cfg['min_len'] or max(1, round(2 * cfg['num_steps'] / 3)), cfg['num_steps'])
   shapes = (cfg['batch_size'], cfg['num_steps'], cfg['src_vocab'], cfg['tgt_vocab'], min_len)
@@ -269,12 +280,13 @@ def _cpu_model() -> str:
   return platform.processor()
 
 
-def define_flags() -> None:
-  """The command line's flags (defined on demand: importing this module registers none)."""
+def define_model_flags(src_vocab: int = 9657, tgt_vocab: int = 17051) -> None:
+  """The shapes of the batch and of the model (`MODEL_FLAGS`), the vocabulary sizes'
+  defaults given (the population benchmark's are the book's)."""
   flags.DEFINE_integer('batch_size', 128, 'Training batch size.')
   flags.DEFINE_integer('num_steps', 9, 'Sequence length (source and target).')
-  flags.DEFINE_integer('src_vocab', 9657, 'Source vocabulary size.')
-  flags.DEFINE_integer('tgt_vocab', 17051, 'Target vocabulary size.')
+  flags.DEFINE_integer('src_vocab', src_vocab, 'Source vocabulary size.')
+  flags.DEFINE_integer('tgt_vocab', tgt_vocab, 'Target vocabulary size.')
   flags.DEFINE_integer('embed_size', 256, 'Embedding size.')
   flags.DEFINE_integer('num_hiddens', 256, 'Recurrent hidden size.')
   flags.DEFINE_integer('num_layers', 2, 'Recurrent layers in the encoder and in the decoder.')
@@ -283,6 +295,11 @@ def define_flags() -> None:
   flags.DEFINE_enum('dtype', 'float32', sorted(models.DTYPES), 'Matmul input dtype.')
   flags.DEFINE_float('dropout', 0.2, 'Dropout rate (the book uses 0.2).')
   flags.DEFINE_integer('unroll', 1, 'Time steps per scan iteration (0: whole sequences).')
+
+
+def define_flags() -> None:
+  """The command line's flags (defined on demand: importing this module registers none)."""
+  define_model_flags()
   flags.DEFINE_integer('steps', 20, 'Timed training steps.')
   flags.DEFINE_integer('warmup', 3, 'Untimed training steps after compilation.')
   flags.DEFINE_integer('min_len', 0, 'Shortest random sentence (0: 2/3 of num_steps).')
@@ -298,14 +315,7 @@ def define_flags() -> None:
 
 _CONFIG_FLAGS = (
   *_SHAPE_FLAGS,
-  'embed_size',
-  'num_hiddens',
-  'num_layers',
-  'decoder',
-  'cell',
-  'dtype',
-  'dropout',
-  'unroll',
+  *MODEL_FLAGS[2:],
   'steps',
   'warmup',
   'min_len',
@@ -334,4 +344,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

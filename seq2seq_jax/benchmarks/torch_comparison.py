@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from absl import app, flags
+from absl import flags
+
+from seq2seq_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('torch_python', '.venv-torch/bin/python', 'Python with torch installed.')
@@ -135,4 +137,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -2,7 +2,7 @@
 
 `train_and_evaluate(config, workdir)` is what `train.py` calls. It prepares the shared
 pieces (`experiment.prepare`), builds the run (`single.SingleRun`, or a
-`population_run.PopulationRun` when `population.size > 1`) and drives it:
+`population_run.PopulationRun` when `population.size > 1`; both `runs.Run`s) and drives it:
 
   every step          run.train(step, batch)
   every log interval  run.flush(step)         metrics out; a non-finite loss stops
@@ -29,26 +29,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import ml_collections
 from absl import logging
 
-from seq2seq_jax.train import distributed, experiment, population, population_run, single
-
-
-class Run(Protocol):
-  """What the loop drives (`single.SingleRun`, `population_run.PopulationRun`)."""
-
-  start_step: int
-  evals_since_best: int  # evaluations without a better validation BLEU (saved, restored)
-
-  def train(self, step: int, batch: Any) -> None: ...
-  def flush(self, step: int) -> None: ...
-  def evaluate(self, step: int) -> Any: ...
-  def save(self, step: int) -> None: ...
-  def close(self) -> None: ...
-  def finish(self, result: dict[str, Any], last_eval: Any) -> dict[str, Any]: ...
+from seq2seq_jax import errors
+from seq2seq_jax.train import experiment, multihost, population, population_run, runs, single
 
 
 class StopSignal:
@@ -80,7 +67,7 @@ class StopSignal:
       reason = f'time budget of {time_budget_s} s reached'
     if self.received:
       reason = f'{self.received} received'
-    return distributed.agree_to_stop(reason, check=step % agree_every == 0)
+    return multihost.agree_to_stop(reason, check=step % agree_every == 0)
 
   def __exit__(self, *exc: Any) -> None:
     for sig, handler in self._old.items():
@@ -121,7 +108,7 @@ def _undone_on_failure(workdir: str) -> Iterator[None]:
     raise
 
 
-def make_run(exp: experiment.Experiment) -> Run:
+def make_run(exp: experiment.Experiment) -> runs.Run:
   if population.size(exp.config) > 1:  # N models in one vmapped step
     return population_run.PopulationRun(exp)
   return single.SingleRun(exp)
@@ -131,25 +118,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (resuming from `workdir` when it holds a checkpoint); returns final metrics.
   A failure before the first step leaves no workdir behind that this call created."""
   tcfg = config.train
-  patience = int(tcfg.get('patience', 0))
-  if patience < 0:
-    raise ValueError(f'train.patience must be 0 (off) or positive, got {patience}')
+  if tcfg.patience < 0:
+    raise errors.ConfigError(f'train.patience must be 0 (off) or positive, got {tcfg.patience}')
   with _undone_on_failure(workdir):
     exp = experiment.prepare(config, workdir)
     run = make_run(exp)
-  batcher = exp.batcher
-  total_steps = exp.total_steps
+  batcher, total_steps = exp.batcher, exp.total_steps
   eval_every = tcfg.eval_every_steps or batcher.batches_per_epoch
   ckpt_every = tcfg.checkpoint_every_steps or batcher.batches_per_epoch
   side = _SideTime()
-
-  def early_stop() -> str | None:  # the same on every process: main decides the best
-    if patience and run.evals_since_best >= patience:
-      return f'no better validation BLEU in {run.evals_since_best} evaluations (train.patience)'
-    return None
-
   t_start, step, last_eval, last_eval_step = time.monotonic(), run.start_step, None, None
-  stop_reason = early_stop()  # a resumed run that had already stopped early
+  # A resumed run may have stopped early already. Early stops are the same on every
+  # process: process 0 decides which evaluation is the best.
+  stop_reason = run.best.stop_reason(tcfg.patience)
   with StopSignal() as stop:
     batches = iter(batcher)
     while step < total_steps and not stop_reason:
@@ -162,7 +143,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         last_eval, last_eval_step = side(run.evaluate, step), step
       if step % ckpt_every == 0:
         side(run.save, step)
-      stop_reason = early_stop() or stop.reason(step, tcfg.time_budget_s, tcfg.log_every_steps)
+      stop_reason = run.best.stop_reason(tcfg.patience) or stop.reason(
+        step, tcfg.time_budget_s, tcfg.log_every_steps
+      )
 
     # Final evaluation and checkpoint (also after a signal, the time budget or patience).
     run.flush(step)
@@ -170,9 +153,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       last_eval = side(run.evaluate, step)
     side(run.save, step)
     run.close()
-  elapsed = time.monotonic() - t_start
+  _log_end(step, stop_reason, run, time.monotonic() - t_start, side.seconds, tcfg.patience)
+  result = run.finish({'step': step, 'stopped': stop_reason}, last_eval)
+  sys.stdout.flush()
+  return result
+
+
+def _log_end(
+  step: int, stop_reason: str | None, run: runs.Run, elapsed: float, side_s: float, patience: int
+) -> None:
+  """Why training stopped (if before the last step) and where the time went."""
   if stop_reason:
-    resumable = early_stop() is None  # an early stop is final; a signal or budget is not
+    resumable = run.best.stop_reason(patience) is None  # an early stop is final
     logging.warning(
       'stopped at step %d: %s; the checkpoint is saved%s',
       step,
@@ -184,9 +176,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     'evaluating and saving)',
     step - run.start_step,
     elapsed,
-    elapsed - side.seconds,
-    side.seconds,
+    elapsed - side_s,
+    side_s,
   )
-  result = run.finish({'step': step, 'stopped': stop_reason}, last_eval)
-  sys.stdout.flush()
-  return result

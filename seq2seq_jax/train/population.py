@@ -57,6 +57,7 @@ import ml_collections
 import optax
 from flax import linen as nn
 
+from seq2seq_jax import errors
 from seq2seq_jax.train import distributed, steps
 
 Array = jax.Array
@@ -83,21 +84,21 @@ class Member:
 def roster(config: ml_collections.ConfigDict) -> list[Member]:
   """The members a config asks for: `population.seeds` (default `seed + i`) and
   `population.learning_rates` (default `train.learning_rate` for all)."""
-  pcfg = config.get('population') or ml_collections.ConfigDict({'size': 1})
-  size = int(pcfg.get('size', 1))
+  pcfg = config.population
+  size = int(pcfg.size)
   if size < 1:
-    raise ValueError(f'population.size must be at least 1, got {size}')
-  seeds = tuple(pcfg.get('seeds', ())) or tuple(config.seed + i for i in range(size))
-  rates = tuple(pcfg.get('learning_rates', ())) or (config.train.learning_rate,) * size
+    raise errors.ConfigError(f'population.size must be at least 1, got {size}')
+  seeds = tuple(pcfg.seeds) or tuple(config.seed + i for i in range(size))
+  rates = tuple(pcfg.learning_rates) or (config.train.learning_rate,) * size
   for name, values in (('seeds', seeds), ('learning_rates', rates)):
     if len(values) != size:
-      raise ValueError(
+      raise errors.ConfigError(
         f'population.{name} has {len(values)} values but population.size is {size} '
         '(give one per member, or none)'
       )
   for lr in rates:
     if not lr > 0:
-      raise ValueError(f'population.learning_rates must be positive, got {lr}')
+      raise errors.ConfigError(f'population.learning_rates must be positive, got {lr}')
   return [Member(i, int(s), float(lr)) for i, (s, lr) in enumerate(zip(seeds, rates, strict=True))]
 
 
@@ -168,32 +169,22 @@ def population_train_step(
   dropout_keys: Array,
   learning_rates: Array,
   *,
-  model: nn.Module,
   tx: optax.GradientTransformation,
-  label_smoothing: float = 0.0,
-  axis_name: str | None = None,
   chunk: int = 0,
-  grad_accum_steps: int = 1,
+  **step_options: Any,
 ) -> tuple[steps.TrainState, steps.Metrics]:
   """`steps.train_step` for every member on the same batch, in one program. Pure.
 
   states: stacked `[members, ...]`; dropout_keys, learning_rates: `[members]`; `tx` is
   built with `learning_rate=1.0`; `chunk`: members vectorised together (0: all, one
-  `jax.vmap`). Returns the new states and metric sums `[members]`.
+  `jax.vmap`); `step_options`: the rest of `steps.train_step`'s keywords (`model`,
+  `label_smoothing`, `axis_name`, `grad_accum_steps`). Returns the new states and metric
+  sums `[members]`.
   """
 
   def one(member: tuple[steps.TrainState, Array, Array]) -> tuple[steps.TrainState, Any]:
     state, key, lr = member
-    return steps.train_step(
-      state,
-      batch,
-      key,
-      model=model,
-      tx=scale_updates(tx, lr),
-      label_smoothing=label_smoothing,
-      axis_name=axis_name,
-      grad_accum_steps=grad_accum_steps,
-    )
+    return steps.train_step(state, batch, key, tx=scale_updates(tx, lr), **step_options)
 
   size = learning_rates.shape[0]
   return _over_members(one, (states, dropout_keys, learning_rates), size, chunk)
@@ -253,8 +244,7 @@ def compile_population_steps(
 
 def size(config: ml_collections.ConfigDict) -> int:
   """How many members the config asks for (1: a single run)."""
-  pcfg = config.get('population')
-  return int(pcfg.get('size', 1)) if pcfg else 1
+  return int(config.population.size)
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,8 +265,14 @@ def member_config(config: ml_collections.ConfigDict, member: Member) -> dict:
   return cfg
 
 
-def summarize(members: list[Member], history: list[dict], best: list[dict]) -> dict:
-  """Per-member final scores and the winner (the best validation BLEU ever reached)."""
+def summarize(
+  members: list[Member],
+  history: list[dict],
+  best_bleu: Sequence[float],
+  best_step: Sequence[int | None],
+) -> dict:
+  """Per-member final scores and the winner (the best validation BLEU ever reached):
+  `history` is the metrics log's lines (with `member`), `best_*` each member's best."""
   rows = []
   for m in members:
     last = {}
@@ -291,8 +287,8 @@ def summarize(members: list[Member], history: list[dict], best: list[dict]) -> d
         'train_loss': last.get('train_loss'),
         'val_loss': last.get('val_loss'),
         'val_bleu': last.get('val_bleu'),
-        'best_bleu': best[m.index]['bleu'],
-        'best_step': best[m.index]['step'],
+        'best_bleu': best_bleu[m.index],
+        'best_step': best_step[m.index],
       }
     )
   winner = max(rows, key=lambda r: (r['best_bleu'], -r['member']))['member']

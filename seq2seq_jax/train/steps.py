@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from seq2seq_jax import errors
 from seq2seq_jax.data import text
 
 Array = jax.Array
@@ -45,7 +46,7 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
   """Adam with global-norm clipping (the seed clips at 1.0) and an optional schedule."""
   if learning_rate <= 0:
-    raise ValueError(f'train.learning_rate must be positive, got {learning_rate}')
+    raise errors.ConfigError(f'train.learning_rate must be positive, got {learning_rate}')
   if schedule == 'constant':
     lr = optax.constant_schedule(learning_rate)
     if warmup_steps > 0:
@@ -66,7 +67,9 @@ def make_optimizer(
       step = jnp.maximum(step, 1)
       return learning_rate * jnp.minimum(step / warm, jnp.sqrt(warm / step))
   else:
-    raise ValueError(f"train.schedule must be 'constant', 'cosine' or 'rsqrt', got {schedule!r}")
+    raise errors.ConfigError(
+      f"train.schedule must be 'constant', 'cosine' or 'rsqrt', got {schedule!r}"
+    )
   parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   opt = optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
   return optax.chain(*parts, opt)
@@ -177,6 +180,31 @@ def _psum(tree: Any, axis_name: str | None) -> Any:
   return jax.lax.psum(tree, axis_name) if axis_name else tree
 
 
+def _accumulated(
+  grad_fn: Any, params: Any, batch: Batch, rng: Array, k: int
+) -> tuple[Any, Metrics]:
+  """The summed gradients and metrics of `grad_fn(params, micro, key)` over `k`
+  micro-batches, one at a time in a `lax.scan` (micro-batch i draws its dropout from
+  `fold_in(rng, i)`)."""
+  # Micro-batch i takes rows i, i + K, i + 2K, ...: a device holding a contiguous block
+  # of rows (a batch sharded over a mesh, or its pmap share) splits it locally.
+  micro_batches = jax.tree.map(
+    lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch
+  )
+
+  def accumulate(carry: tuple[Any, Metrics], xs: tuple[Batch, Array]) -> tuple[Any, None]:
+    micro, i = xs
+    g, m = grad_fn(params, micro, jax.random.fold_in(rng, i))
+    return jax.tree.map(jnp.add, carry, (g, m)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  zero_metrics = {name: jnp.zeros((), jnp.float32) for name in ('loss', 'correct', 'tokens')}
+  (grads, metrics), _ = jax.lax.scan(
+    accumulate, (zeros, zero_metrics), (micro_batches, jnp.arange(k))
+  )
+  return grads, metrics
+
+
 def train_step(
   state: TrainState,
   batch: Batch,
@@ -214,25 +242,7 @@ def train_step(
   if grad_accum_steps <= 1:
     grads, metrics = grad_fn(state.params, batch, rng)
   else:
-    # Micro-batch i takes rows i, i + K, i + 2K, ...: a device holding a contiguous block
-    # of rows (a batch sharded over a mesh, or its pmap share) splits it locally.
-    micro_batches = jax.tree.map(
-      lambda x: x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps, *x.shape[1:]).swapaxes(
-        0, 1
-      ),
-      batch,
-    )
-
-    def accumulate(carry: tuple[Any, Metrics], xs: tuple[Batch, Array]) -> tuple[Any, None]:
-      micro, i = xs
-      g, m = grad_fn(state.params, micro, jax.random.fold_in(rng, i))
-      return jax.tree.map(jnp.add, carry, (g, m)), None
-
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
-    zero_metrics = {k: jnp.zeros((), jnp.float32) for k in ('loss', 'correct', 'tokens')}
-    (grads, metrics), _ = jax.lax.scan(
-      accumulate, (zeros, zero_metrics), (micro_batches, jnp.arange(grad_accum_steps))
-    )
+    grads, metrics = _accumulated(grad_fn, state.params, batch, rng, grad_accum_steps)
   grads, metrics = _psum((grads, metrics), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
