@@ -76,9 +76,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-# Two workers (one per core here), each test file on one worker (its module fixtures once).
+# Two workers (one per core here), each test file on one worker (its module fixtures once),
+# handed out in tests/conftest.py's order (the longest files first).
 test: lint
-	$(VENV)/bin/pytest -n auto --dist loadfile --durations=15 tests
+	$(VENV)/bin/pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 clean:
 	rm -rf $(VENV) .venv-torch workdirs .pytest_cache .ruff_cache

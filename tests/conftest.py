@@ -1,7 +1,19 @@
-"""Shared pytest fixtures (generic helpers only)."""
+"""Shared pytest set-up: a compilation cache for the session, the order of the test files
+and generic fixtures.
+
+The cache: XLA programs compiled by one test (in this process, in a `train.py` subprocess or
+on the other xdist worker) are read back by the next one that compiles the same program
+instead of being compiled again; on CPU, compilation is most of these tests' time. It lives
+in a temporary directory made for this pytest session (shared with its xdist workers and
+every subprocess through the environment) and removed at its end, so a session starts
+empty and never reads programs from an earlier version of the code."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +22,50 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+_CACHE_VAR = 'SEQ2SEQ_JAX_TEST_COMPILE_CACHE'
+
+
+def _session_compile_cache() -> str:
+  """The session's cache directory: made by the first pytest process (the xdist controller,
+  or the only process), inherited by the workers it starts."""
+  path = os.environ.get(_CACHE_VAR)
+  if not path:
+    path = tempfile.mkdtemp(prefix='seq2seq_jax_test_compile_cache_')
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ[_CACHE_VAR] = path
+  return path
+
+
+CACHE_SETTINGS = {  # every program, however fast it compiled (many small ones add up)
+  'jax_compilation_cache_dir': _session_compile_cache(),
+  'jax_persistent_cache_min_compile_time_secs': 0.0,
+  'jax_persistent_cache_min_entry_size_bytes': -1,
+}
+for _name, _value in CACHE_SETTINGS.items():
+  os.environ[_name.upper()] = str(_value)  # for subprocesses (JAX reads them at import)
+  jax.config.update(_name, _value)
+
+
+# The files that take longest (mostly `train.py` subprocesses), longest first, run before
+# the others. `make test` hands whole files to two xdist workers in collection order
+# (`--dist loadfile --no-loadscope-reorder`): started first, the long files end while the
+# short ones fill in on the other worker, and both workers finish at about the same time.
+LONGEST_FIRST = (
+  'test_train.py',
+  'test_multihost.py',
+  'test_pmap.py',
+  'test_translate.py',
+  'test_population_parallel.py',
+  'test_population_steps.py',
+  'test_population.py',
+  'test_benchmark.py',
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable
 
 
 def draw_params(module: nn.Module, *args: Any, seed: int = 0, scale: float = 0.5) -> Any:

@@ -4,39 +4,32 @@ and readers for what a run leaves in its workdir."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+
+from seq2seq_jax.train import checkpointing
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
 
 
-# Compiled programs shared by the subprocesses of one test session (runs on the same
-# device count compile the same steps; CPU compiles dominate these tests' time).
-CACHE_DIR = Path(tempfile.mkdtemp(prefix='seq2seq_jax_compile_cache_'))
-atexit.register(shutil.rmtree, CACHE_DIR, ignore_errors=True)
-
-
 def env_with_devices(count: int, **extra: str) -> dict[str, str]:
-  """The environment for a subprocess with `count` CPU devices."""
+  """The environment for a subprocess with `count` CPU devices (and the session's
+  compilation cache, which conftest.py puts in this process's environment)."""
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
   env.update(
     XLA_FLAGS=f'--xla_force_host_platform_device_count={count}',
     JAX_PLATFORMS='cpu',
     PYTHONUNBUFFERED='1',
-    JAX_COMPILATION_CACHE_DIR=str(CACHE_DIR),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5',
     **extra,
   )
   return env
@@ -96,10 +89,6 @@ def val_losses(workdir: Path) -> dict[int, float]:
 def saved_params(workdir: Path, step: int | None = None) -> tuple[int, list[np.ndarray]]:
   """(step, parameter leaves) of a checkpoint (the latest by default), read on this
   process's single device."""
-  import orbax.checkpoint as ocp
-
-  from seq2seq_jax.train import checkpointing
-
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   try:
     manager, step = ckpts.resolve('latest' if step is None else str(step))
