@@ -31,7 +31,7 @@ class MissingFileError(UserError, FileNotFoundError):
 
 
 # Errors that mean "the input is wrong", as opposed to a bug (which keeps its traceback).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, UserError)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError,)
 
 
 @contextlib.contextmanager
