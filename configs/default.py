@@ -21,6 +21,8 @@ batches are bucketed by length. Time and results: see the README's table.
 
 import ml_collections
 
+from seq2seq_jax.data import heldout
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -48,8 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
   # without their own): each takes this share of the source sentences (a stable hash of
   # the source), up to `heldout_max_sources` distinct sources (0 = no cap); sources past the
   # cap stay in training. The book's file (at most 3,150 sources each) is under the cap.
-  config.data.heldout_share = 0.02
-  config.data.heldout_max_sources = 5000
+  config.data.heldout_share = heldout.SHARE  # 0.02
+  config.data.heldout_max_sources = heldout.MAX_SOURCES  # 5,000
   config.data.max_pairs = 0  # keep only the first N pairs of each split (0 = all)
   config.data.tokenizer = 'auto'  # 'word' (the book's), 'sentencepiece' (cased subwords) or
   # 'auto': word for the book's corpus (a Tatoeba English-French file), sentencepiece else

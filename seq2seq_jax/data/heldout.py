@@ -24,7 +24,7 @@ from seq2seq_jax.data import text
 # share of the source sentences, up to this many distinct sources (0: no cap). The book's
 # file (3,400 pairs of 2,400 sources in validation, 2,200 sources in test, English to
 # French; 3,150 each French to English) is under the cap: its split is the uncapped one.
-SHARE = 0.02
+SHARE = 0.02  # the defaults of data.heldout_share and data.heldout_max_sources
 MAX_SOURCES = 5000
 _FINE = 1 << 64  # positions within a percentile
 
