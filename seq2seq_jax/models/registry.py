@@ -6,6 +6,15 @@ turns the config's `model` fields and the vocabulary sizes into an encoder-decod
 
 `build(config.model, src_vocab_size=..., tgt_vocab_size=...)` is the one place a model is
 made from a config (training, inference, averaging and the API all come here).
+
+What a family's model provides (`seq2seq.EncoderDecoder` is the recurrent family's):
+- training: `__call__(src, src_len, tgt_in, *, train)` -> teacher-forced float32 logits
+  [batch, tgt time, tgt vocab] (`train.steps`);
+- decoding: `init_decoder(src, src_len)` and `decode_step(tokens, state)`
+  (`decoding/interface.py`: greedy, sampling, beam search, ensembles, the `Translator`);
+- optional, for evaluation in bounded memory: `features(src, src_len, tgt_in, *, train)`
+  -> [batch, tgt time, d], `project(features)` -> logits, and `tgt_vocab_size`; without
+  them `train.steps.eval_step` computes the batch's logits in one pass.
 """
 
 from __future__ import annotations

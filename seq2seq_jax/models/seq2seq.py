@@ -70,6 +70,11 @@ class EncoderDecoder(nn.Module):
   encoder: Encoder
   decoder: Decoder
 
+  @property
+  def tgt_vocab_size(self) -> int:
+    """The output vocabulary (what `train.steps.eval_step` sizes its logit slices by)."""
+    return self.decoder.vocab_size
+
   def __call__(self, src: Array, src_len: Array, tgt_in: Array, *, train: bool = False) -> Array:
     """Teacher-forced logits [batch, tgt time, tgt vocab]."""
     state = self.init_decoder(src, src_len, train=train)

@@ -277,9 +277,9 @@ def eval_step(
   `logits_bytes` of logits at a time, whatever `eval.batch_size`, the lengths and the
   vocabulary: the same sums as one pass over the batch."""
   rows, width = batch['tgt_out'].shape
-  vocab = getattr(getattr(model, 'decoder', None), 'vocab_size', 0)
+  vocab = getattr(model, 'tgt_vocab_size', 0)  # the optional part of a family's model
   slices = eval_slices(rows, width, vocab, logits_bytes) if vocab else 1
-  if slices == 1 or not hasattr(model, 'features'):
+  if slices == 1 or not (hasattr(model, 'features') and hasattr(model, 'project')):
     _, metrics = loss_terms(model, params, batch, train=False)
     return _psum(metrics, axis_name)
   feats = model.apply(
