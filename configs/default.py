@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_buckets = 8  # automatic buckets (each one more compiled shape)
 
   config.model = ml_collections.ConfigDict()
-  config.model.arch = 'rnn'  # the model family (seq2seq_jax/models/registry.py)
+  config.model.arch = 'rnn'  # the model family: 'rnn' or 'transformer' (models/registry.py)
   config.model.embed_size = 256
   config.model.num_hiddens = 256
   config.model.num_layers = 2
@@ -79,6 +79,12 @@ def get_config() -> ml_collections.ConfigDict:
   # GPU/TPU and CPUs with bfloat16 dot products (AMX, AVX512_BF16), float32 on others.
   config.model.dtype = 'auto'
   config.model.unroll = 1  # time steps per scan iteration (0: whole sequences, no loop)
+  # model.arch='transformer' (models/transformer.py; configs/transformer.py) reads
+  # num_hiddens (d), num_layers (blocks), dropout, tie_embeddings, dtype and these:
+  config.model.num_heads = 4  # attention heads (they must divide num_hiddens)
+  config.model.ffn_size = 1024  # the position-wise FFN's hidden width
+  config.model.pre_norm = False  # True: the norm before each sublayer (deeper stacks)
+  config.model.max_positions = 1000  # the positional table: the longest source and output
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128  # global, over all devices and hosts
@@ -95,6 +101,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 0  # 0: once per epoch
   config.train.keep_checkpoints = 3  # the latest K (python -m seq2seq_jax.average --last=K)
   config.train.keep_best = 1  # the best K by validation BLEU (seq2seq_jax.average --best=K)
+  # At the end of a run, average the parameters of the last K checkpoints (of those kept)
+  # and keep the average in checkpoints/averaged/ when its validation BLEU beats the best
+  # checkpoint's: translate and evaluate then use it by default (`--checkpoint=auto`).
+  # 0 or 1: off. README, "Averaging checkpoints".
+  config.train.average_last = 3
   config.train.time_budget_s = 0  # > 0: stop cleanly after this many seconds
   config.train.patience = 0  # > 0: stop after this many evaluations without a better BLEU
   config.train.grad_accum_steps = 1  # > 1: micro-batches of batch_size / K, one update

@@ -3,7 +3,7 @@
   python -m seq2seq_jax.translate --workdir=DIR [--ensemble=DIR2,DIR3]
       [--checkpoint=best|latest|averaged|STEP] [--beam_size=K] [--alpha=A] [--nbest=K]
       [--sample [--temperature=T] [--top_k=K] [--seed=S]] [--max_len=N]
-      [--max_len_ratio=R] [--plot_attention=PLOTDIR] [SENTENCE ...]
+      [--max_len_ratio=R] [--plot_attention=PLOTDIR [--attention_heads]] [SENTENCE ...]
 
 With sentences as arguments, translates them; otherwise reads standard input line by
 line: from a pipe or a file, all lines in batches; on a terminal, an interactive prompt
@@ -18,10 +18,13 @@ its K best translations and their scores; `--sample` draws each translation from
 model (`--temperature`, `--top_k`; the same `--seed` gives the same samples, whatever
 the batching); `--max_len=N` and `--max_len_ratio=R` stop an output at N tokens and at
 R times its source's tokens (`<eos>` counted on both sides); `--plot_attention=PLOTDIR`
-writes a heatmap of the attention weights per sentence (models with the attention
-decoder). `--ensemble=DIR2,DIR3` (more workdirs beside `--workdir`), or a population's
-workdir, translate as an ensemble: the mean of the members' log-probabilities, in one
-compiled search.
+writes a heatmap of the attention weights per sentence (models with attention: the
+Bahdanau decoder's weights; the Transformer's last-block cross-attention, averaged over
+heads, or with `--attention_heads` one panel per head). `--ensemble=DIR2,DIR3` (more
+workdirs beside `--workdir`), or a population's workdir, translate as an ensemble: the
+mean of the members' log-probabilities, in one compiled search. `--checkpoint=auto` (the
+default) takes the averaged checkpoint a run wrote at its end (`train.average_last`),
+else the best by validation BLEU.
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ translation_flags.define(batch_size=256)
 flags.DEFINE_string(
   'plot_attention', None, 'Write an attention heatmap per sentence into this directory.'
 )
+flags.DEFINE_bool(
+  'attention_heads',
+  False,
+  'With --plot_attention: one panel per attention head (model.arch=transformer: the last '
+  "block's cross-attention) instead of their mean.",
+)
 flags.DEFINE_integer(
   'nbest',
   0,
@@ -52,7 +61,7 @@ TranslateFn = Callable[[Sequence[str]], list[str]]
 
 
 def make_translate_fn(
-  translator: inference.Translator, plot_dir: str | None, nbest: int = 0
+  translator: inference.Translator, plot_dir: str | None, nbest: int = 0, heads: bool = False
 ) -> TranslateFn:
   """Sentences -> translations; with `plot_dir`, also writes their attention heatmaps (and
   fails at once, with a one-line error, when the model has no attention); with `nbest`,
@@ -75,8 +84,10 @@ def make_translate_fn(
 
     return lines
   if not plot_dir:
+    if heads:
+      raise errors.ConfigError('--attention_heads goes with --plot_attention=PLOTDIR')
     return translator.translate
-  return attention_plot.Plotter(translator, plot_dir)
+  return attention_plot.Plotter(translator, plot_dir, heads=heads)
 
 
 def interactive(
@@ -120,7 +131,9 @@ def main(argv: list[str]) -> None:
   cli.quiet_cli_logs()
   with errors.one_line_errors('translate'):
     translator = translation_flags.load(FLAGS)
-    translate_fn = make_translate_fn(translator, FLAGS.plot_attention, FLAGS.nbest)
+    translate_fn = make_translate_fn(
+      translator, FLAGS.plot_attention, FLAGS.nbest, FLAGS.attention_heads
+    )
     if sentences:
       translate_stream(translate_fn, sentences, sys.stdout)
     elif sys.stdin.isatty():

@@ -60,6 +60,8 @@ LONGEST_FIRST = (
   'test_population_steps.py',
   'test_population.py',
   'test_benchmark.py',
+  'test_notebooks.py',
+  'test_transformer.py',
 )
 
 

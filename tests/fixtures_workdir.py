@@ -2,16 +2,19 @@
 
 `trained_workdir(tmp_path_factory, decoder)` trains configs/tiny.py in-process on 60
 made-up pairs (48 for training, 12 for validation) once per test session and decoder,
-and returns the workdir. The models are trained for 36 steps, enough to learn the grammar's
-word-by-word translation (validation BLEU about 20), so that their next-token distributions
-are peaked as a trained model's are (the beam-search tests rely on it); tests check
-behaviour, not translation quality.
+and returns the workdir. `decoder` is a recurrent decoder ('attention', 'plain') or
+'transformer' (`model.arch='transformer'`: 2 blocks of width 16, 2 heads, FFN 32). The
+models are trained for 36 steps, enough to learn the grammar's word-by-word translation
+(validation BLEU about 20), so that their next-token distributions are peaked as a
+trained model's are (the beam-search tests rely on it); tests check behaviour, not
+translation quality.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import ml_collections
 import pytest
 
 from configs import tiny
@@ -29,9 +32,20 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
   return _DATA[0]
 
 
+def use_transformer(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """configs/tiny.py's sizes for the Transformer: 2 blocks of width 16, 2 heads, FFN 32."""
+  config.model.arch = 'transformer'
+  config.model.num_hiddens = 16
+  config.model.num_layers = 2
+  config.model.num_heads = 2
+  config.model.ffn_size = 32
+  return config
+
+
 def trained_workdir(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'attention') -> Path:
-  """A workdir of configs/tiny.py with `model.decoder=decoder`, trained for 12 epochs of 3
-  steps at a learning rate of 0.02."""
+  """A workdir of configs/tiny.py with `model.decoder=decoder` (or the Transformer of
+  `use_transformer` for 'transformer', evaluated every 4 epochs), trained for 12 epochs
+  of 3 steps at a learning rate of 0.02."""
   if decoder not in _WORKDIRS:
     data = data_dir(tmp_path_factory)
     config = tiny.get_config()
@@ -39,7 +53,11 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'at
     config.data.data_dir = str(data / 'tfds')
     config.data.train_split = 'full[:48]'
     config.data.val_split = 'full[48:60]'
-    config.model.decoder = decoder
+    if decoder == 'transformer':
+      use_transformer(config)
+      config.train.eval_every_steps = 12  # 3 evaluations (each plots its curves)
+    else:
+      config.model.decoder = decoder
     config.train.num_epochs = 12
     config.train.learning_rate = 0.02
     config.train.log_every_steps = 6

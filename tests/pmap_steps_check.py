@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seq2seq_jax import models  # noqa: E402
 from seq2seq_jax.data import text
+from seq2seq_jax.models import transformer
 from seq2seq_jax.train import (
   distributed,
   single,
@@ -33,11 +34,11 @@ from seq2seq_jax.train import (
 VOCAB, WIDTH, BATCH, NUM_STEPS = 23, 7, 16, 20
 
 
-def make_batches(seed: int = 0) -> list[dict[str, np.ndarray]]:
+def make_batches(num_steps: int = NUM_STEPS, seed: int = 0) -> list[dict[str, np.ndarray]]:
   """Random batches with varying lengths and some empty rows (as the batcher pads)."""
   rng = np.random.default_rng(seed)
   batches = []
-  for _ in range(NUM_STEPS):
+  for _ in range(num_steps):
     src_len = rng.integers(1, WIDTH + 1, BATCH)
     tgt_len = rng.integers(1, WIDTH + 1, BATCH)
     src_len[-3:] = tgt_len[-3:] = 0  # empty rows: no target tokens
@@ -58,20 +59,26 @@ def make_batches(seed: int = 0) -> list[dict[str, np.ndarray]]:
 
 
 def run(
-  devices: distributed.Devices, model: models.EncoderDecoder, tx: Any, init: steps.TrainState
+  devices: distributed.Devices,
+  model: models.EncoderDecoder,
+  tx: Any,
+  init: steps.TrainState,
+  num_steps: int = NUM_STEPS,
+  evaluate: bool = True,
 ) -> dict:
-  """20 steps from `init` with the trainer's compiled steps for `devices`."""
+  """`num_steps` steps from `init` with the trainer's compiled steps for `devices` (and
+  with `evaluate`, the eval step's sums on the first batch)."""
   state = devices.replicate(init)
   train_fn, eval_fn = single.compile_steps(model, tx, devices, 0.0)
   dropout_key = jax.random.key(1)
   losses, grad_norms = [], []
-  batches = make_batches()
+  batches = make_batches(num_steps)
   for batch in batches:
     state, metrics = train_fn(state, devices.shard(batch), dropout_key)
     metrics = jax.tree.map(lambda x: float(np.asarray(x).reshape(-1)[0]), jax.device_get(metrics))
     losses.append(metrics['loss'] / metrics['tokens'])
     grad_norms.append(metrics['grad_norm'])
-  sums = jax.device_get(eval_fn(state.params, devices.shard(batches[0])))
+  sums = jax.device_get(eval_fn(state.params, devices.shard(batches[0]))) if evaluate else {}
   final = jax.device_get(devices.unreplicate(state))
   return {
     'losses': losses,
@@ -82,32 +89,67 @@ def run(
   }
 
 
-def main() -> None:
-  """Usage: pmap_steps_check.py [DECODER ...] (default: attention)."""
-  out = {'device_count': jax.local_device_count()}
+def initial_state(model: models.EncoderDecoder, tx: Any) -> steps.TrainState:
+  init_fn = jax.jit(functools.partial(steps.init_state, model, tx))
+  return jax.device_get(init_fn(jax.random.key(0)))
+
+
+def check_recurrent(decoder: str, out: dict) -> None:
+  """The GRU with `decoder`: 1 device, pmap and jit with shardings, dropout off; 1 device
+  and jit with shardings, dropout on."""
   n = jax.local_device_count()
-  for decoder in sys.argv[1:] or ['attention']:
-    for dropout in (0.0, 0.3):
-      model = models.build_model(
-        src_vocab_size=VOCAB,
-        tgt_vocab_size=VOCAB,
-        embed_size=8,
-        num_hiddens=12,
-        num_layers=2 if dropout else 1,  # dropout acts between layers (the seed's GRU)
-        dropout=dropout,
-        decoder=decoder,
-      )
-      tx = steps.make_optimizer(learning_rate=0.005, grad_clip=1.0)
-      init_fn = jax.jit(functools.partial(steps.init_state, model, tx))
-      init = jax.device_get(init_fn(jax.random.key(0)))
-      runs = {
-        'one': run(distributed.Devices(1), model, tx, init),
-        'jit': run(distributed.Devices(n, mode='jit'), model, tx, init),
-      }
-      if dropout:
-        out[f'{decoder}_dropout'] = runs
-      else:
-        out[decoder] = {**runs, 'all': run(distributed.Devices(n, mode='pmap'), model, tx, init)}
+  for dropout in (0.0, 0.3):
+    model = models.build_model(
+      src_vocab_size=VOCAB,
+      tgt_vocab_size=VOCAB,
+      embed_size=8,
+      num_hiddens=12,
+      num_layers=2 if dropout else 1,  # dropout acts between layers (the seed's GRU)
+      dropout=dropout,
+      decoder=decoder,
+    )
+    tx = steps.make_optimizer(learning_rate=0.005, grad_clip=1.0)
+    init = initial_state(model, tx)
+    runs = {
+      'one': run(distributed.Devices(1), model, tx, init),
+      'jit': run(distributed.Devices(n, mode='jit'), model, tx, init),
+    }
+    if dropout:
+      out[f'{decoder}_dropout'] = runs
+    else:
+      out[decoder] = {**runs, 'all': run(distributed.Devices(n, mode='pmap'), model, tx, init)}
+
+
+def check_transformer(out: dict, num_steps: int = 6) -> None:
+  """A one-block Transformer: 1 device, pmap and jit with shardings, `num_steps` steps,
+  dropout off and no evaluation (compiling is most of the cost; the GRU checks those)."""
+  n = jax.local_device_count()
+  model = transformer.build_model(
+    src_vocab_size=VOCAB,
+    tgt_vocab_size=VOCAB,
+    num_hiddens=8,
+    num_layers=1,
+    num_heads=2,
+    ffn_size=16,
+  )
+  tx = steps.make_optimizer(learning_rate=0.005, grad_clip=1.0)
+  init = initial_state(model, tx)
+  out['transformer'] = {
+    'one': run(distributed.Devices(1), model, tx, init, num_steps, evaluate=False),
+    'jit': run(distributed.Devices(n, mode='jit'), model, tx, init, num_steps, evaluate=False),
+    'all': run(distributed.Devices(n, mode='pmap'), model, tx, init, num_steps, evaluate=False),
+  }
+
+
+def main() -> None:
+  """Usage: pmap_steps_check.py [FAMILY ...]: recurrent decoders ('attention', 'plain')
+  or 'transformer' (default: attention)."""
+  out = {'device_count': jax.local_device_count()}
+  for name in sys.argv[1:] or ['attention']:
+    if name == 'transformer':
+      check_transformer(out)
+    else:
+      check_recurrent(name, out)
   print(json.dumps(out))
 
 

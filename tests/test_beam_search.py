@@ -113,7 +113,7 @@ class Bigram(ensemble.Ensemble):
     super().__init__(model=None, size=1)
     object.__setattr__(self, 'logits', jnp.log(jnp.asarray(table, jnp.float32)))
 
-  def init(self, params, src, src_len):  # noqa: ANN001, ANN201
+  def init(self, params, src, src_len, max_steps=0):  # noqa: ANN001, ANN201
     return {'unused': jnp.zeros(src.shape[0])}
 
   def step(self, params, tokens, state):  # noqa: ANN001, ANN201

@@ -16,7 +16,9 @@ from seq2seq_jax import cli, errors
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONUNBUFFERED': '1'}
-CONFIGS = 'd2l.py, d2l_attention.py, default.py'  # the start of configs/'s listing
+CONFIGS = (
+  'd2l.py, d2l_attention.py, d2l_transformer.py, default.py'  # the start of configs/'s listing
+)
 
 
 def _start(*args: str) -> subprocess.Popen:

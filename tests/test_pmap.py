@@ -48,13 +48,31 @@ def test_pmap_devices_split_batches_evenly_or_say_why() -> None:
   assert distributed.Devices(1, mode='jit').describe() == '1 device(s)'
 
 
+def assert_modes_agree(runs_: dict, steps: int, evaluated: bool = True) -> None:
+  """pmap ('all') and jit with shardings ('jit') against 1 device ('one')."""
+  one = runs_['one']
+  for mode in ('all', 'jit'):  # pmap, and jit with shardings on a mesh
+    all_ = runs_[mode]
+    assert one['step'] == all_['step'] == steps
+    np.testing.assert_allclose(all_['losses'], one['losses'], rtol=1e-5)
+    np.testing.assert_allclose(all_['grad_norms'], one['grad_norms'], rtol=1e-4)
+    if evaluated:
+      assert all_['eval']['tokens'] == one['eval']['tokens'] > 0
+      np.testing.assert_allclose(all_['eval']['loss'], one['eval']['loss'], rtol=1e-5)
+    runs.assert_params_close(
+      [np.asarray(x) for x in all_['params']], [np.asarray(x) for x in one['params']]
+    )
+  assert one['losses'][-1] < one['losses'][0]  # it trained
+
+
 def test_pmap_and_jit_steps_on_8_devices_equal_one_device() -> None:
   """20 train steps of global batch 16 (3 empty rows each): pmap over 8 devices and jit
   with shardings on an 8-device mesh vs jit on 1 device, dropout off (and, for the
   sharded jit, on). The mean losses, gradient norms, eval sums and parameters agree to
-  float32 rounding (only the order of the sums differs)."""
+  float32 rounding (only the order of the sums differs). The same for a one-block
+  Transformer over 6 steps, dropout off, without the evaluation."""
   proc = subprocess.run(
-    [sys.executable, str(runs.ROOT / 'tests/pmap_steps_check.py')],
+    [sys.executable, str(runs.ROOT / 'tests/pmap_steps_check.py'), 'attention', 'transformer'],
     env=runs.env_with_devices(8),
     capture_output=True,
     text=True,
@@ -63,18 +81,8 @@ def test_pmap_and_jit_steps_on_8_devices_equal_one_device() -> None:
   assert proc.returncode == 0, proc.stderr[-4000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out['device_count'] == 8
-  one, all_ = out['attention']['one'], out['attention']['all']
-  for mode in ('all', 'jit'):  # pmap, and jit with shardings on a mesh
-    all_ = out['attention'][mode]
-    assert one['step'] == all_['step'] == 20
-    np.testing.assert_allclose(all_['losses'], one['losses'], rtol=1e-5)
-    np.testing.assert_allclose(all_['grad_norms'], one['grad_norms'], rtol=1e-4)
-    assert all_['eval']['tokens'] == one['eval']['tokens'] > 0
-    np.testing.assert_allclose(all_['eval']['loss'], one['eval']['loss'], rtol=1e-5)
-    runs.assert_params_close(
-      [np.asarray(x) for x in all_['params']], [np.asarray(x) for x in one['params']]
-    )
-  assert one['losses'][-1] < one['losses'][0]  # it trained
+  assert_modes_agree(out['attention'], 20)
+  assert_modes_agree(out['transformer'], 6, evaluated=False)
   # With dropout, jit with shardings draws the global batch's masks as one device does.
   one, jit = out['attention_dropout']['one'], out['attention_dropout']['jit']
   np.testing.assert_allclose(jit['losses'], one['losses'], rtol=1e-5)

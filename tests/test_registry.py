@@ -37,7 +37,9 @@ class ToyBigram(nn.Module):
       self.src_vocab_size, self.tgt_vocab_size, embedding_init=nn.initializers.normal(1.0)
     )
 
-  def init_decoder(self, src: jax.Array, src_len: jax.Array, *, train: bool = False) -> dict:
+  def init_decoder(
+    self, src: jax.Array, src_len: jax.Array, *, train: bool = False, max_steps: int = 0
+  ) -> dict:
     real = jnp.arange(src.shape[1])[None, :] < src_len[:, None]
     bias = jnp.sum(jnp.where(real[..., None], self.source(src), 0.0), axis=1)
     return {'bias': bias, 'steps': jnp.zeros(src.shape[:1], jnp.int32)}
@@ -152,7 +154,7 @@ def test_the_rnn_family_is_built_from_the_config_and_checks_its_fields() -> None
   config = tiny.get_config().model
   model = models.build(config, src_vocab_size=11, tgt_vocab_size=13)
   expected = models.build_model(
-    **{k: v for k, v in config.items() if k != 'arch'}, src_vocab_size=11, tgt_vocab_size=13
+    **{k: config[k] for k in models.rnn.FIELDS}, src_vocab_size=11, tgt_vocab_size=13
   )
   assert model == expected and isinstance(model, models.EncoderDecoder)
   assert model.decoder.num_hiddens == config.num_hiddens

@@ -96,7 +96,7 @@ def beam_search(
     raise errors.ConfigError(f'the output max_len must be at least 1, got {max_len}')
   batch, k = src.shape[0], beam_size
   decoder = interface.decodable(model)
-  state = decoder.init(params, src, src_len)
+  state = decoder.init(params, src, src_len, max_len)
   limit = interface.output_limit(src_len, max_len, max_len_ratio)[:, None]  # [batch, 1]
   # [batch, ...] -> [batch * beam, ...]: beam j of sentence b is row b * beam + j.
   state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), state)
@@ -227,7 +227,7 @@ def sequence_scores(
     logp = jax.nn.log_softmax(logits, axis=-1)
     return state, jnp.take_along_axis(logp, tokens[1][:, None], axis=-1)[:, 0]
 
-  state = decoder.init(params, src, src_len)
+  state = decoder.init(params, src, src_len, ids.shape[1])
   _, token_logp = jax.lax.scan(one, state, (tokens_in.T, ids.T))  # [time, batch]
   real = jnp.arange(ids.shape[1])[:, None] < length[None, :]
   return jnp.sum(jnp.where(real, token_logp, 0.0), axis=0) / length_penalty(length, alpha)

@@ -13,6 +13,7 @@ beam search gathers its beams the same way for both.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +32,8 @@ class Ensemble:
   model: interface.DecodingModel | interface.Decodable
   size: int
 
-  def init(self, params: Any, src: Array, src_len: Array) -> interface.State:
-    init = interface.decodable(self.model).init
+  def init(self, params: Any, src: Array, src_len: Array, max_steps: int = 0) -> interface.State:
+    init = functools.partial(interface.decodable(self.model).init, max_steps=max_steps)
     return jax.vmap(init, in_axes=(0, None, None), out_axes=1)(params, src, src_len)
 
   def step(self, params: Any, tokens: Array, state: interface.State) -> tuple[Array, Any]:

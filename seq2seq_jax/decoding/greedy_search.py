@@ -78,7 +78,7 @@ def greedy_decode(
     raise ValueError('sampling needs one key per sentence (keys)')
   decoder = interface.decodable(model)
   batch = src.shape[0]
-  state = decoder.init(params, src, src_len)
+  state = decoder.init(params, src, src_len, max_len)
   limit = interface.output_limit(src_len, max_len, max_len_ratio)
 
   def cond(carry: tuple) -> Array:

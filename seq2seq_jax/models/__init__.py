@@ -6,13 +6,14 @@ family (`rnn.py`, the seed's GRU encoder-decoder and its variants), read top to 
 the seed chapter: `seq2seq.py` (the encoder and decoder interfaces, `EncoderDecoder`, the
 GRU encoder, the recurrent decoders' base and the seed's decoder), `attention.py` (the
 Bahdanau decoder), `recurrent.py` (GRU/LSTM steps and layers), `ops.py` (the numerical
-kernels under them). What a family's model must offer to be decoded is written down in
-`seq2seq_jax/decoding/interface.py`.
+kernels under them). The Transformer family (`transformer.py`, the book's "Transformer
+Architecture") fills the same `Encoder`/`Decoder` interface. What a family's model must
+offer to be decoded is written down in `seq2seq_jax/decoding/interface.py`.
 """
 
 from __future__ import annotations
 
-from seq2seq_jax.models import ops, registry, rnn
+from seq2seq_jax.models import ops, registry, rnn, transformer
 from seq2seq_jax.models.attention import Seq2SeqAttentionDecoder
 from seq2seq_jax.models.recurrent import CELLS
 from seq2seq_jax.models.rnn import DECODERS, DTYPES, build_model
@@ -41,6 +42,7 @@ __all__ = [
   'families',
   'ops',
   'rnn',
+  'transformer',
 ]
 
 build = registry.build

@@ -112,7 +112,12 @@ class Seq2SeqAttentionDecoder(RecurrentDecoder):
       self.num_hiddens, self.num_layers, self.embed_size, self.dropout, self.dtype, self.cell
     )
 
-  def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
+  has_attention = True  # `attention_plot` can show its weights
+
+  def init_state(
+    self, enc_all_outputs: tuple[Array, Array], src_len: Array, max_steps: int = 0
+  ) -> dict:
+    del max_steps  # no cache: the state does not grow
     outputs, enc_state = enc_all_outputs
     mask = jnp.arange(outputs.shape[1])[None, :] < src_len[:, None]
     return {

@@ -247,6 +247,26 @@ def affine(x: Array, w: Array, b: Array | None, dtype: Dtype) -> Array:
   return y if b is None else y + b
 
 
+def batched(spec: str, a: Array, b: Array, dtype: Dtype) -> Array:
+  """`jnp.einsum(spec, a, b)` with `dtype` inputs and float32 accumulation and result: the
+  attention's batched products (scores, weighted values). One form on every backend."""
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+# `model.dtype` names: the matmul input types.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def matmul_dtype(name: str) -> Dtype:
+  """`model.dtype` ('float32', 'bfloat16' or 'auto': `auto_dtype()`) -> the dtype, or a
+  `ConfigError` naming the field."""
+  if name == 'auto':
+    name = auto_dtype()
+  if name not in DTYPES:
+    raise errors.ConfigError(f"model.dtype must be 'auto' or one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
+
+
 class Dense(nn.Module):
   """`nn.Dense`'s parameters ('kernel' [in, out], then 'bias' [out]) and results, through
   `affine`: `dtype` matmul inputs, float32 accumulation and result."""

@@ -12,8 +12,6 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
-
 from seq2seq_jax import errors
 from seq2seq_jax.models import ops, registry
 from seq2seq_jax.models.attention import Seq2SeqAttentionDecoder
@@ -22,7 +20,7 @@ from seq2seq_jax.models.seq2seq import EncoderDecoder, Seq2SeqDecoder, Seq2SeqEn
 
 # `model.decoder` and `model.dtype` names.
 DECODERS = {'plain': Seq2SeqDecoder, 'attention': Seq2SeqAttentionDecoder}
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = ops.DTYPES
 
 
 def _check(
@@ -83,15 +81,9 @@ FIELDS = tuple(
 )
 
 
-@registry.register('rnn')
+@registry.register('rnn', fields=FIELDS)
 def build_rnn(
   model_cfg: Mapping[str, Any], *, src_vocab_size: int, tgt_vocab_size: int
 ) -> EncoderDecoder:
-  """The family's builder: `model_cfg` is the config's `model` (its `arch` aside)."""
-  fields = {k: v for k, v in dict(model_cfg).items() if k != 'arch'}
-  unknown = sorted(set(fields) - set(FIELDS))
-  if unknown:
-    raise errors.ConfigError(
-      f"model.{unknown[0]} is not a field of model.arch='rnn' (its fields: {list(FIELDS)})"
-    )
-  return build_model(**fields, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
+  """The family's builder: `model_cfg` holds this family's fields (`FIELDS`)."""
+  return build_model(**model_cfg, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)

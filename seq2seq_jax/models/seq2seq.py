@@ -35,9 +35,10 @@ Dtype = Any
 
 
 class Encoder(nn.Module):
-  """The seed's encoder interface: a source sequence -> (outputs, state)."""
+  """The seed's encoder interface: a source sequence -> what the decoder's `init_state`
+  reads (the recurrent encoders: (outputs, state); the Transformer's: outputs)."""
 
-  def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> tuple[Array, Array]:
+  def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> Any:
     raise NotImplementedError
 
 
@@ -45,8 +46,11 @@ class Decoder(nn.Module):
   """The decoder interface: `init_state` from the encoder, then `__call__(X, state)`, which
   is `features` (the top layer's outputs) followed by `logits` (the output layer)."""
 
-  def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
-    """The decoding state from the encoder's (outputs, state); every leaf [batch, ...]."""
+  def init_state(self, enc_all_outputs: Any, src_len: Array, max_steps: int = 0) -> dict:
+    """The decoding state from the encoder's result (the recurrent encoders' (outputs,
+    state), the Transformer's outputs); every leaf [batch, ...]. `max_steps`: how many
+    tokens will be fed one at a time (a decoder with a cache sizes it by this; 0: the
+    target comes whole, as in training)."""
     raise NotImplementedError
 
   def features(self, tgt_in: Array, state: dict, *, train: bool = False) -> tuple[Array, dict]:
@@ -71,6 +75,17 @@ class EncoderDecoder(nn.Module):
   decoder: Decoder
 
   @property
+  def has_attention(self) -> bool:
+    """Whether the decoder sows attention weights (`attention_plot` can show them)."""
+    return bool(getattr(self.decoder, 'has_attention', False))
+
+  @property
+  def max_positions(self) -> int | None:
+    """The longest sequence the model can read or write (the Transformer's positional
+    table); None: no limit (the recurrent family)."""
+    return getattr(self.decoder, 'max_positions', None)
+
+  @property
   def tgt_vocab_size(self) -> int:
     """The output vocabulary (what `train.steps.eval_step` sizes its logit slices by)."""
     return self.decoder.vocab_size
@@ -91,10 +106,13 @@ class EncoderDecoder(nn.Module):
     """The decoder's output layer: features [..., hidden] -> float32 logits [..., vocab]."""
     return self.decoder.logits(x)
 
-  def init_decoder(self, src: Array, src_len: Array, *, train: bool = False) -> dict:
-    """Runs the encoder; returns the decoder's initial state."""
+  def init_decoder(
+    self, src: Array, src_len: Array, *, train: bool = False, max_steps: int = 0
+  ) -> dict:
+    """Runs the encoder; returns the decoder's initial state for `max_steps` decoding
+    steps (0: for a whole target at once)."""
     enc_all_outputs = self.encoder(src, src_len, train=train)
-    return self.decoder.init_state(enc_all_outputs, src_len)
+    return self.decoder.init_state(enc_all_outputs, src_len, max_steps)
 
   def decode_step(self, tokens: Array, state: dict) -> tuple[Array, dict]:
     """One decoding step: tokens [batch] -> logits [batch, vocab], new state."""
@@ -217,8 +235,10 @@ class Seq2SeqDecoder(RecurrentDecoder):
     ]
     self.drop = nn.Dropout(self.dropout)
 
-  def init_state(self, enc_all_outputs: tuple[Array, Array], src_len: Array) -> dict:
-    del src_len  # the encoder's state is already taken at the last real token
+  def init_state(
+    self, enc_all_outputs: tuple[Array, Array], src_len: Array, max_steps: int = 0
+  ) -> dict:
+    del src_len, max_steps  # the encoder's state is already taken at the last real token
     _, enc_state = enc_all_outputs
     context = carry_hidden(self.cell, enc_state)[-1]
     return {

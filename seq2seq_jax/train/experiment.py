@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 import optax
@@ -104,6 +105,17 @@ def check_batch_sizes(config: ml_collections.ConfigDict, devices: distributed.De
   return accum
 
 
+def check_lengths(model: Any, longest: int) -> None:
+  """A one-line error when the data holds sentences longer than the model can read."""
+  limit = getattr(model, 'max_positions', None)
+  if limit is not None and longest > limit:
+    raise errors.ConfigError(
+      f'the data has sentences of up to {longest} tokens (data.max_len, data.num_steps, '
+      f'data.buckets) but model.max_positions={limit}: raise model.max_positions or lower '
+      'data.max_len'
+    )
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Experiment:
   """Checks the batch sizes against the devices, prepares the data (process 0 first),
   builds the batchers, the model and the validation translator. `config` is not changed:
@@ -128,6 +140,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path) -> Experimen
   batcher, val_batcher = make_batchers(config, data, (devices.process_index, devices.process_count))
   tcfg = config.train
   model = build.model(config, data.src_tok.vocab_size, data.tgt_tok.vocab_size)
+  check_lengths(model, max(data.max_len, *batcher.buckets, config.data.num_steps))
   decode_batch = config.eval.decode_batch_size  # validation sentences translated together
   return Experiment(
     config=config,
