@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.log_every_steps = 4  # once per epoch
   config.train.eval_every_steps = 40  # every 10 epochs
   config.train.checkpoint_every_steps = 40
+  config.train.average_last = 0  # the book translates with its final parameters
   config.eval.bleu_sentences = 0
   config.examples = BOOK_EXAMPLES
   return config

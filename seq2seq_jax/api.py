@@ -12,6 +12,7 @@
   for batch in s2s.take(s2s.train_batches(config, data), 120):
     state, metrics = train_step(state, batch, dropout_key)
   s2s.translate(model, state.params, data, ['go .', 'i lost .'])
+  s2s.attention(model, state.params, data, 'go .')  # with model.decoder='attention'
 
 Everything here is a thin, documented door into the library's modules: `build` (a config
 made into the model and the optimizer), `train.steps` (the pure `train_step`/`eval_step`,
@@ -38,7 +39,7 @@ import jax
 import ml_collections
 import optax
 
-from seq2seq_jax import build, errors, inference, models, scoring
+from seq2seq_jax import attention_plot, build, errors, inference, models, scoring
 from seq2seq_jax.data import input_pipeline
 from seq2seq_jax.data.input_pipeline import Data
 from seq2seq_jax.decoding.ensemble import Ensemble  # noqa: F401 (re-exported)
@@ -156,13 +157,29 @@ def translate(
   return translator.translate(sentences, warn=False)
 
 
+def attention(
+  model: models.EncoderDecoder, params: Any, data: Data, sentence: str, heads: bool = False
+) -> attention_plot.AttentionMap:
+  """The greedy translation of one sentence with its attention over the source, as
+  `--plot_attention` shows it: `.translation`, `.src_tokens`, `.out_tokens` and `.weights`
+  [output tokens, source tokens] (the Bahdanau decoder's, or the Transformer's last-block
+  cross-attention averaged over heads); with `heads` (the Transformer): [heads, output
+  tokens, source tokens]. A model without attention (the plain decoder) raises
+  `attention_plot.NoAttentionError`."""
+  translator = Translator(model, params, data.src_tok, data.tgt_tok, data.max_len)
+  entry = attention_plot.attention_maps(translator, [sentence], warn=False, heads=heads)[0]
+  if entry is None:
+    raise errors.DataError('api.attention needs a sentence with words, got a blank one')
+  return entry
+
+
 def book_bleu(hypothesis: str, reference: str, data: Data, k: int = 2) -> float:
   """The book's sentence BLEU of a translation against a raw reference sentence."""
   return scoring.bleu(hypothesis, data.tgt_tok.reference(reference), k=k)
 
 
 def load(
-  workdir: str | Path, checkpoint: str = 'best', member: int | None = None
+  workdir: str | Path, checkpoint: str = 'auto', member: int | None = None
 ) -> inference.Translator:
   """A trained workdir as a `Translator` (`.translate(sentences)`, `.model`, `.params`,
   `.src_tok`, `.tgt_tok`, `.config`). For a population's workdir: `member` (default the
@@ -180,7 +197,7 @@ def load(
 
 
 def load_ensemble(
-  workdirs: str | Path | Sequence[str | Path], checkpoint: str = 'best', **decoding: Any
+  workdirs: str | Path | Sequence[str | Path], checkpoint: str = 'auto', **decoding: Any
 ) -> inference.Translator:
   """Several workdirs (or a population's: all its members) as one `Translator` that decodes
   with the mean of their log-probabilities (`decoding`: beam_size, sample, ...)."""

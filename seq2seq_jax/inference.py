@@ -91,9 +91,10 @@ class Translator:
     return self.model.size if isinstance(self.model, ensemble.Ensemble) else 1
 
   @property
-  def decoder(self) -> str | None:
-    """The workdir's `model.decoder` ('plain' or 'attention'); None without a config."""
-    return None if self.config is None else str(self.config.model.decoder)
+  def has_attention(self) -> bool:
+    """Whether the model sows attention weights (the Bahdanau decoder, the Transformer;
+    an ensemble: no, plots show one model)."""
+    return bool(getattr(self.model, 'has_attention', False))
 
   def source_tokens(self, sentence: str) -> list[str]:
     """The source tokens the model sees, `<eos>` included (for plots: unknown words as
@@ -266,7 +267,7 @@ class Member:
   max_len: int
 
 
-def read_member(workdir: str | Path, checkpoint: str = 'best') -> Member:
+def read_member(workdir: str | Path, checkpoint: str = 'auto') -> Member:
   """A workdir's config, tokenizers, model and one checkpoint's parameters."""
   workdir = Path(workdir)
   config = build.workdir_config(workdir)
@@ -332,12 +333,14 @@ def check_ensemble(members: Sequence[Member]) -> None:
 
 def load(
   workdir: str | Path | Sequence[str | Path],
-  checkpoint: str = 'best',
+  checkpoint: str = 'auto',
   batch_size: int = 256,
   **decoding: Any,
 ) -> Translator:
-  """Loads a workdir written by `train.py`: its best (or latest, averaged, or a given)
-  checkpoint. Several workdirs (or a population's workdir) load as an ensemble that
+  """Loads a workdir written by `train.py`: its averaged checkpoint when the run wrote one
+  at its end (`train.average_last`), else its best (or the `checkpoint` asked for:
+  'best', 'latest', 'averaged' or a step). Several workdirs (or a population's workdir)
+  load as an ensemble that
   decodes with the mean of the members' log-probabilities; they must share vocabularies
   and model shape. `decoding`: the `Translator`'s settings (`beam_size`, `alpha`,
   `max_output_len`, `max_len_ratio`, `sample`, `temperature`, `top_k`, `seed`)."""

@@ -20,7 +20,10 @@ def define(batch_size: int) -> None:
     'ensemble', [], 'More workdirs, comma-separated: decode with the mean of all log-probs.'
   )
   flags.DEFINE_string(
-    'checkpoint', 'best', "'best', 'latest', 'averaged' (seq2seq_jax.average) or a step number."
+    'checkpoint',
+    'auto',
+    "'auto' (the averaged checkpoint a run wrote at its end, else the best), 'best', "
+    "'latest', 'averaged' (seq2seq_jax.average) or a step number.",
   )
   flags.DEFINE_integer('batch_size', batch_size, 'Sentences translated together.', lower_bound=1)
   flags.DEFINE_integer('beam_size', 1, 'Beam size; 1 is greedy decoding.', lower_bound=1)

@@ -18,9 +18,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
-from seq2seq_jax import average, errors, inference
-from seq2seq_jax.train import checkpointing, loop, reporting
-from tests import synthetic
+from seq2seq_jax import errors, inference
+from seq2seq_jax.train import averaging, checkpointing, loop, reporting
+from tests import fixtures_workdir, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONUNBUFFERED': '1'}
@@ -107,6 +107,37 @@ def test_checkpoint_round_trip_is_exact(trained: tuple[Path, dict], tmp_path: Pa
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def kill_after_checkpoint(cmd: list[str], workdir: Path, step: int) -> None:
+  """Starts `cmd` and kills it (-9) once it has saved a checkpoint of `step` or later."""
+  proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  latest = workdir / 'checkpoints' / 'latest'
+  while time.time() < deadline and proc.poll() is None:
+    if latest.exists() and any(p.name.isdigit() and int(p.name) >= step for p in latest.iterdir()):
+      proc.kill()
+      break
+    time.sleep(0.05)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
+
+
+def assert_same_run(straight: Path, resumed: Path, steps: int) -> None:
+  """The same final state (bit for bit) and the same logged training losses."""
+  a, b = final_params(straight), final_params(resumed)
+  assert int(a['step']) == int(b['step']) == steps
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  losses = [
+    [
+      json.loads(line)['train_loss']
+      for line in (w / 'metrics.jsonl').read_text().splitlines()
+      if 'train_loss' in line
+    ]
+    for w in (straight, resumed)
+  ]
+  assert losses[0] == losses[1] and len(losses[0]) == steps
+
+
 def test_killed_run_resumes_to_the_same_parameters(data_dir: Path, tmp_path: Path) -> None:
   overrides = [
     '--config.train.num_epochs=6',
@@ -119,35 +150,43 @@ def test_killed_run_resumes_to_the_same_parameters(data_dir: Path, tmp_path: Pat
     train_cmd(data_dir, straight, *overrides), env=ENV, check=True, capture_output=True
   )
   resumed = tmp_path / 'resumed'
-  proc = subprocess.Popen(
-    train_cmd(data_dir, resumed, *overrides),
-    env=ENV,
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-  )
-  deadline = time.time() + 120
-  latest = resumed / 'checkpoints' / 'latest'
-  while time.time() < deadline and proc.poll() is None:  # kill -9 after a few checkpoints
-    if latest.exists() and any(p.name.isdigit() and int(p.name) >= 6 for p in latest.iterdir()):
-      proc.kill()
-      break
-    time.sleep(0.05)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
+  kill_after_checkpoint(train_cmd(data_dir, resumed, *overrides), resumed, 6)
   subprocess.run(train_cmd(data_dir, resumed, *overrides), env=ENV, check=True, capture_output=True)
-  a, b = final_params(straight), final_params(resumed)
-  assert int(a['step']) == int(b['step']) == 24
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  losses = [
-    [
-      json.loads(line)['train_loss']
-      for line in (w / 'metrics.jsonl').read_text().splitlines()
-      if 'train_loss' in line
-    ]
-    for w in (straight, resumed)
+  assert_same_run(straight, resumed, 24)
+
+
+def test_a_killed_transformer_resumes_exactly_and_not_as_an_rnn(
+  tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+  """The Transformer of fixtures_workdir (its data and sizes: the compiled steps are
+  shared with it) killed (-9) after step 4 of 12 and run again ends where a run without
+  interruption ends; resuming its checkpoint with model.arch='rnn' is a one-line error
+  naming arch."""
+  data = fixtures_workdir.data_dir(tmp_path_factory)
+  overrides = [
+    '--config.model.arch=transformer',
+    '--config.model.num_hiddens=16',
+    '--config.model.num_heads=2',
+    '--config.model.ffn_size=32',
+    '--config.data.train_split=full[:48]',
+    '--config.data.val_split=full[48:60]',
+    '--config.train.learning_rate=0.02',
+    '--config.train.num_epochs=4',
+    '--config.train.eval_every_steps=12',
+    '--config.train.checkpoint_every_steps=2',
+    '--config.train.log_every_steps=1',
   ]
-  assert losses[0] == losses[1]
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  subprocess.run(train_cmd(data, straight, *overrides), env=ENV, check=True, capture_output=True)
+  kill_after_checkpoint(train_cmd(data, resumed, *overrides), resumed, 4)
+  subprocess.run(train_cmd(data, resumed, *overrides), env=ENV, check=True, capture_output=True)
+  assert_same_run(straight, resumed, 12)
+  as_rnn = tiny_config(data)  # model.arch='rnn'
+  as_rnn.data.train_split, as_rnn.data.val_split = 'full[:48]', 'full[48:60]'
+  with pytest.raises(errors.UserError) as info:
+    loop.train_and_evaluate(as_rnn, str(straight))
+  message = str(info.value)
+  assert "arch: checkpoint 'transformer' vs config 'rnn'" in message and '\n' not in message
 
 
 def test_sigterm_saves_and_exits_cleanly(data_dir: Path, tmp_path: Path) -> None:
@@ -395,17 +434,17 @@ def test_checkpoint_averaging(trained: tuple[Path, dict], tmp_path: Path) -> Non
   """`average`: identical trees average to themselves bit for bit; the averaged checkpoint
   of the last 2 steps (4 and 8) is their mean and loads as --checkpoint=averaged."""
   tree = {'a': np.float32([0.1, 0.7, -3.3]), 'b': {'c': np.float32(2.5)}}
-  same = average.average_trees([tree, tree, tree])
+  same = averaging.average_trees([tree, tree, tree])
   for x, y in zip(jax.tree.leaves(same), jax.tree.leaves(tree), strict=True):
     np.testing.assert_array_equal(x, y)
     assert x.dtype == y.dtype
   workdir = tmp_path / 'w'
   shutil.copytree(trained[0], workdir)
-  with pytest.raises(average.errors.UserError, match='keep_checkpoints'):
-    average.average_checkpoints(workdir, 5)
+  with pytest.raises(errors.UserError, match='keep_checkpoints'):
+    averaging.average_checkpoints(workdir, last=5)
   with pytest.raises(checkpointing.CheckpointError, match='seq2seq_jax.average'):
     inference.load(workdir, checkpoint='averaged')
-  done = average.average_checkpoints(workdir, 2)
+  done = averaging.average_checkpoints(workdir, last=2)
   assert done['step'] == 8 and done['averaged_steps'] == [4, 8]
   steps_params = [inference.load(workdir, checkpoint=str(s)).params for s in (4, 8)]
   averaged = inference.load(workdir, checkpoint='averaged')
@@ -435,11 +474,11 @@ def test_the_best_k_checkpoints_are_kept_and_averaged(data_dir: Path, tmp_path: 
   assert [b for _, b in ckpts.best_steps()] == pytest.approx([bleu[s] for s in expected])
   assert ckpts.resolve('best')[1] == expected[0]
   ckpts.close()
-  with pytest.raises(average.errors.UserError, match='keep_best'):
-    average.average_checkpoints(tmp_path, best=4)
-  with pytest.raises(average.errors.UserError, match='one of --last'):
-    average.average_checkpoints(tmp_path, last=2, best=2)
-  done = average.average_checkpoints(tmp_path, best=2)
+  with pytest.raises(errors.UserError, match='keep_best'):
+    averaging.average_checkpoints(tmp_path, best=4)
+  with pytest.raises(errors.UserError, match='one of --last'):
+    averaging.average_checkpoints(tmp_path, last=2, best=2)
+  done = averaging.average_checkpoints(tmp_path, best=2)
   assert done['averaged_steps'] == sorted(expected[:2])
   top = [inference.load(tmp_path, checkpoint=str(s)).params for s in expected[:2]]
   averaged = inference.load(tmp_path, checkpoint='averaged').params

@@ -1,6 +1,7 @@
 """Orbax checkpoints: the latest K in `checkpoints/latest/`, the best (or best K, by
 `train.keep_best`) by validation BLEU in `checkpoints/best/`, an average of the last or
-best K (`python -m seq2seq_jax.average`) in `checkpoints/averaged/`, each step a
+best K (`python -m seq2seq_jax.average`, or training's end: `train.average_last`) in
+`checkpoints/averaged/`, each step a
 directory holding the train state and a JSON record (data position, best score, the
 model's shape) that makes resuming and translating self-checking.
 
@@ -18,9 +19,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from seq2seq_jax import build, errors
+from seq2seq_jax import build, errors, models
 
-CheckpointChoice = str  # 'best' | 'latest' | 'averaged' | a step number
+CheckpointChoice = str  # 'auto' | 'best' | 'latest' | 'averaged' | a step number
 
 
 class CheckpointError(errors.UserError):
@@ -87,6 +88,17 @@ class Checkpoints:
       self._averaged = _manager(path, 1, self.read_only)
     return self._averaged
 
+  def averaged_is_current(self) -> bool:
+    """Whether `checkpoints/averaged/` holds what training's end chose over the best
+    checkpoint by validation BLEU (`train.average_last`), at the latest step (not one a
+    resumed run has gone past)."""
+    if not (self.root / 'averaged').is_dir():
+      return False
+    step = self.averaged.latest_step()
+    if step is None or step != self.latest.latest_step():
+      return False
+    return bool(self.read_meta('averaged')[1].get('chosen_by_validation'))
+
   def save_averaged(self, step: int, state: Any, meta: dict) -> None:
     """Replaces the averaged checkpoint (one is kept) with `state` at `step`."""
     manager = self.averaged
@@ -131,8 +143,11 @@ class Checkpoints:
       self._averaged.close()
 
   def resolve(self, choice: CheckpointChoice) -> tuple[ocp.CheckpointManager, int]:
-    """'best' (falls back to latest when no best was saved), 'latest', 'averaged' or a
-    step."""
+    """'best' (falls back to latest when no best was saved), 'latest', 'averaged', 'auto'
+    (the averaged checkpoint when training's end chose it, `averaged_is_current`; else
+    'best') or a step."""
+    if choice == 'auto':
+      choice = 'averaged' if self.averaged_is_current() else 'best'
     if choice == 'averaged':
       step = self.averaged.latest_step()
       if step is None:
@@ -153,7 +168,7 @@ class Checkpoints:
       step = int(choice)
     except ValueError:
       raise CheckpointError(
-        f"--checkpoint must be 'best', 'latest', 'averaged' or a step, got {choice!r}"
+        f"--checkpoint must be 'auto', 'best', 'latest', 'averaged' or a step, got {choice!r}"
       ) from None
     for manager in (self.latest, self.best):
       if step in manager.all_steps():
@@ -185,11 +200,14 @@ class Checkpoints:
 
 
 def signature(config: ml_collections.ConfigDict, src_vocab_size: int, tgt_vocab_size: int) -> dict:
-  """What a checkpoint must agree on with a config to be restored: the model fields (but
-  dtype and unroll, which may change between runs: they do not change the parameters),
-  the vocabulary sizes and the tokenizer."""
+  """What a checkpoint must agree on with a config to be restored: the model family and
+  its fields (but dtype and unroll, which may change between runs: they do not change the
+  parameters), the vocabulary sizes and the tokenizer."""
+  model_cfg = config.model.to_dict()
+  own = models.registry.fields(model_cfg['arch']) or tuple(model_cfg)
   return {
-    **{k: v for k, v in config.model.to_dict().items() if k not in ('dtype', 'unroll')},
+    'arch': model_cfg['arch'],
+    **{k: model_cfg[k] for k in own if k in model_cfg and k not in ('dtype', 'unroll')},
     'src_vocab_size': src_vocab_size,
     'tgt_vocab_size': tgt_vocab_size,
     'tokenizer': config.data.tokenizer,

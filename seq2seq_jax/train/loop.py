@@ -11,7 +11,8 @@ pieces (`experiment.prepare`), builds the run (`single.SingleRun`, or a
   after each step     stop?                   a signal, the time budget (agreed by all
                                               processes) or train.patience evaluations
                                               without a better BLEU
-  at the end          evaluate, save, close, run.finish(...)   result.json, examples
+  at the end          evaluate, save, close, average (`train.average_last`; not after a
+                      signal), run.finish(...)   result.json, examples
 
 A run resumes itself from its workdir when it is built. A run that fails before its
 first step (bad data, a bad config) removes the workdir it created (`_undone_on_failure`);
@@ -153,6 +154,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       last_eval = side(run.evaluate, step)
     side(run.save, step)
     run.close()
+    if tcfg.average_last > 1 and not stop.received:
+      side(run.average, tcfg.average_last)
   _log_end(step, stop_reason, run, time.monotonic() - t_start, side.seconds, tcfg.patience)
   result = run.finish({'step': step, 'stopped': stop_reason}, last_eval)
   sys.stdout.flush()

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+from absl import logging
 
-from seq2seq_jax.train import checkpointing, evaluation, multihost, reporting
+from seq2seq_jax.train import averaging, checkpointing, evaluation, multihost, reporting
 from seq2seq_jax.train.experiment import Experiment
 
 
@@ -151,6 +152,62 @@ class Run:
     for ckpt in self.ckpts:
       ckpt.close()
     self.log.close()
+
+  def average(self, last: int) -> None:
+    """After `close`: averages each member's last `last` checkpoints (of those kept; at
+    least 2) and keeps the average in its `checkpoints/averaged/` when its validation
+    BLEU beats the member's best (`checkpoints/averaged/` is then what translate and
+    evaluate use by default). One process only: a multi-process run logs how to average."""
+    if jax.process_count() > 1:
+      if self.exp.is_main:
+        logging.info(
+          'train.average_last: average on one process after a multi-process run: '
+          '`python -m seq2seq_jax.average --workdir=DIR --last=%d`',
+          last,
+        )
+      return
+    for i, ckpt in enumerate(self.ckpts):
+      workdir = ckpt.root.parent
+      kept = checkpointing.Checkpoints(workdir, read_only=True)
+      count = len(kept.latest.all_steps())
+      kept.close()
+      if min(count, last) < 2:
+        logging.info('train.average_last=%d: %s keeps %d checkpoint(s)', last, workdir, count)
+        continue
+      best = self.best.bleu[i]
+      scores: dict[str, float] = {}
+
+      def judge(params: Any, best: float = best, scores: dict = scores) -> dict | None:
+        scores.update(self.validation_bleu(params))
+        if scores['bleu'] <= best:
+          return None
+        return {'chosen_by_validation': True, 'averaged_val_bleu': scores['bleu']}
+
+      done = averaging.average_checkpoints(workdir, last=min(count, last), judge=judge)
+      logging.info(
+        "the average of steps %s scores validation BLEU %.2f against the best checkpoint's "
+        '%.2f: %s',
+        done['averaged_steps'],
+        scores['bleu'],
+        best,
+        f'kept in {workdir}/checkpoints/averaged, which translate and evaluate use by default'
+        if done['written']
+        else 'not kept; translate and evaluate use the best checkpoint',
+      )
+
+  def validation_bleu(self, params: Any) -> dict[str, float]:
+    """Greedy BLEU and chrF of `params` (one member's) on the validation sources, as
+    `evaluate` scores a member during training."""
+    ecfg = self.exp.config.eval
+    bleu, _ = evaluation.evaluate_bleu(
+      self.exp.translator,
+      params,
+      self.exp.data,
+      max_sentences=ecfg.bleu_sentences,
+      batch_size=ecfg.decode_batch_size,
+      num_samples=0,
+    )
+    return bleu
 
   def finish(self, result: dict[str, Any], last_eval: list[dict[str, float]]) -> dict[str, Any]:
     """Writes `result.json` and prints the config's examples (a single run's)."""
