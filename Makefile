@@ -13,7 +13,8 @@ WORKDIR ?= workdirs/default
 CONFIG ?= configs/default.py
 ARGS ?=
 
-.PHONY: venv venv-torch train d2l evaluate translate benchmark compare-torch gpu-check gpu-wheels test lint clean
+.PHONY: venv venv-torch train d2l evaluate translate benchmark compare-torch \
+  compare-torch-transformer gpu-check gpu-wheels test lint clean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +55,11 @@ venv-torch: .venv-torch/.installed
 
 compare-torch: venv venv-torch
 	$(PY) -m seq2seq_jax.benchmarks.torch_comparison --torch_python=.venv-torch/bin/python \
+	  --data=$(DATA)/fra.txt $(ARGS)
+
+# The book's Transformer against its PyTorch version (docs/performance.md).
+compare-torch-transformer: venv venv-torch
+	$(PY) -m seq2seq_jax.benchmarks.transformer_speed --torch_python=.venv-torch/bin/python \
 	  --data=$(DATA)/fra.txt $(ARGS)
 
 # The accelerator check (seq2seq_jax/benchmarks/gpu_check.py, about 10 minutes), run with

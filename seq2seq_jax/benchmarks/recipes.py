@@ -2,7 +2,7 @@
 defaults"): each recipe is `configs/default.py` plus flags, trained for `--budget_s`
 seconds, two at a time, each pinned to one core (`taskset`), then scored on the test
 split (best checkpoint: greedy and beam 4; the average of the last K checkpoints:
-greedy; a population's members as an ensemble).
+greedy and beam 4; a population's members as an ensemble).
 
   python -m seq2seq_jax.benchmarks.recipes --data=../shared/data/fra-eng \
       --budget_s=900 --out=workdirs/recipes [--recipes=base,bidirectional,...] \
@@ -10,9 +10,14 @@ greedy; a population's members as an ensemble).
 
 Recipes (`RECIPES`): base (the default: tied embeddings), bidirectional, untied,
 bidirectional_untied (the README's table was measured before tying became the default:
-its "base" is today's "untied"), and
+its "base" is today's "untied"),
 ensemble2 (a population of two seeds trained in the same time on the same core: each
-member gets half the steps; scored as an ensemble of both and as its first member).
+member gets half the steps; scored as an ensemble of both and as its first member), and
+the Transformer's candidates (`model.arch=transformer`; README, "The Transformer"):
+transformer (width 256, 2 blocks, 4 heads, FFN 1024, dropout 0.1, Adam at 0.001 with
+500 warmup steps and inverse-square-root decay), transformer_deep (3 blocks),
+transformer_wide (width 384, 6 heads, FFN 1536), transformer_lr2 (peak 0.002),
+transformer_constant (no decay after the warmup), transformer_prenorm (`pre_norm`).
 Prints one JSON object per scored run and, last, a Markdown table. A recipe whose
 workdir already holds a finished run is scored again, not retrained.
 """
@@ -40,6 +45,29 @@ RECIPES: dict[str, list[str]] = {
   ],
   'ensemble2': ['--config.population.size=2', '--config.population.seeds=(0,1)'],
 }
+TRANSFORMER = [
+  '--config.model.arch=transformer',
+  '--config.model.num_hiddens=256',
+  '--config.model.num_layers=2',
+  '--config.model.num_heads=4',
+  '--config.model.ffn_size=1024',
+  '--config.model.dropout=0.1',
+  '--config.train.learning_rate=0.001',
+  '--config.train.warmup_steps=500',
+]
+RECIPES.update(
+  transformer=TRANSFORMER,
+  transformer_deep=[*TRANSFORMER, '--config.model.num_layers=3'],
+  transformer_wide=[
+    *TRANSFORMER,
+    '--config.model.num_hiddens=384',
+    '--config.model.num_heads=6',
+    '--config.model.ffn_size=1536',
+  ],
+  transformer_lr2=[*TRANSFORMER, '--config.train.learning_rate=0.002'],
+  transformer_constant=[*TRANSFORMER, '--config.train.schedule=constant'],
+  transformer_prenorm=[*TRANSFORMER, '--config.model.pre_norm=True'],
+)
 FLAGS = flags.FLAGS
 
 
@@ -70,6 +98,7 @@ def _train(name: str, core: int) -> subprocess.Popen:
     '--config.train.eval_every_steps=500',
     f'--config.train.checkpoint_every_steps={FLAGS.checkpoint_every}',
     f'--config.train.keep_checkpoints={max(FLAGS.average_last, 3)}',
+    '--config.train.average_last=0',  # averaged here when scoring, with --average_last
     *(f'--config.{override}' for override in FLAGS.set),
     *RECIPES[name],
   ]
@@ -80,6 +109,8 @@ def _train(name: str, core: int) -> subprocess.Popen:
 
 def _evaluate(workdirs: list[Path], *args: str) -> dict[str, Any] | None:
   cmd = [sys.executable, '-m', 'seq2seq_jax.evaluate', '--split=test']
+  if not any(a.startswith('--checkpoint=') for a in args):
+    cmd.append('--checkpoint=best')
   cmd += [f'--workdir={workdirs[0]}'] + list(args)
   if len(workdirs) > 1:
     cmd.append('--ensemble=' + ','.join(map(str, workdirs[1:])))
@@ -116,6 +147,7 @@ def score(name: str) -> list[dict[str, Any]]:
     ]
     if what == 'model' and subprocess.run(avg, cwd=ROOT, capture_output=True).returncode == 0:
       row['averaged_greedy'] = _evaluate(dirs, '--checkpoint=averaged')
+      row['averaged_beam4'] = _evaluate(dirs, '--checkpoint=averaged', '--beam_size=4')
     rows.append(row)
     print(json.dumps(row), flush=True)
   return rows
@@ -137,12 +169,16 @@ def main(argv: list[str]) -> None:
       return '-'
     return f'{result["bleu"]:.2f} / {result["chrf"]:.2f}'
 
-  print('| recipe | scored | steps | test BLEU / chrF greedy | beam 4 | averaged, greedy |')
-  print('| --- | --- | --- | --- | --- | --- |')
+  print(
+    '| recipe | scored | steps | test BLEU / chrF greedy | beam 4 | averaged, greedy | '
+    'averaged, beam 4 |'
+  )
+  print('| --- | --- | --- | --- | --- | --- | --- |')
   for r in rows:
     print(
       f'| {r["recipe"]} | {r["scored"]} | {r["steps"]} | {cell(r["greedy"])} | '
-      f'{cell(r["beam4"])} | {cell(r.get("averaged_greedy"))} |'
+      f'{cell(r["beam4"])} | {cell(r.get("averaged_greedy"))} | '
+      f'{cell(r.get("averaged_beam4"))} |'
     )
 
 
