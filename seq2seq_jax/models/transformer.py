@@ -152,6 +152,16 @@ class Stack(nn.Module):
   dtype: Dtype = jnp.float32
   tie_embeddings: bool = False
 
+  def setup_stack(self, block: type[nn.Module]) -> None:
+    """For a subclass's `setup`: the embedding, its dropout, `num_layers` blocks of class
+    `block` and (pre-norm) the final norm."""
+    self.embedding = self.make_embedding()
+    self.embed_drop = nn.Dropout(self.dropout)
+    fields = (self.num_hiddens, self.num_heads, self.ffn_size, self.dropout, self.pre_norm)
+    self.blocks = [block(*fields, self.dtype) for _ in range(self.num_layers)]
+    if self.pre_norm:
+      self.final_norm = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32)
+
   def make_embedding(self) -> nn.Embed:
     std = self.num_hiddens**-0.5 if self.tie_embeddings else 1.0
     return nn.Embed(self.vocab_size, self.num_hiddens, embedding_init=nn.initializers.normal(std))
@@ -197,16 +207,7 @@ class TransformerEncoder(Stack, Encoder):
   tokens, FFN). Returns the outputs [batch, time, d] (the book's encoder has no state)."""
 
   def setup(self) -> None:
-    self.embedding = self.make_embedding()
-    self.embed_drop = nn.Dropout(self.dropout)
-    self.blocks = [
-      EncoderBlock(
-        self.num_hiddens, self.num_heads, self.ffn_size, self.dropout, self.pre_norm, self.dtype
-      )
-      for _ in range(self.num_layers)
-    ]
-    if self.pre_norm:
-      self.final_norm = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32)
+    self.setup_stack(EncoderBlock)
 
   def __call__(self, src: Array, src_len: Array, *, train: bool = False) -> Array:
     batch, steps = src.shape
@@ -281,16 +282,7 @@ class TransformerDecoder(Stack, Decoder):
   has_attention = True  # `attention_plot` can show its cross-attention
 
   def setup(self) -> None:
-    self.embedding = self.make_embedding()
-    self.embed_drop = nn.Dropout(self.dropout)
-    self.blocks = [
-      DecoderBlock(
-        self.num_hiddens, self.num_heads, self.ffn_size, self.dropout, self.pre_norm, self.dtype
-      )
-      for _ in range(self.num_layers)
-    ]
-    if self.pre_norm:
-      self.final_norm = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32)
+    self.setup_stack(DecoderBlock)
     if self.tie_embeddings:
       self.dense = ops.TiedOutput(self.vocab_size, self.num_hiddens, dtype=self.dtype)
     else:
