@@ -22,7 +22,9 @@ from seq2seq_jax.train import loop
 from tests import synthetic
 
 _WORKDIRS: dict[str, Path] = {}
+_EXPORTED: dict[str, Path] = {}
 _DATA: list[Path] = []
+VAL_SPLIT = 'full[48:60]'  # the validation pairs of the trained workdirs
 
 
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -52,7 +54,7 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'at
     config.data.manual_dir = str(data)
     config.data.data_dir = str(data / 'tfds')
     config.data.train_split = 'full[:48]'
-    config.data.val_split = 'full[48:60]'
+    config.data.val_split = VAL_SPLIT
     if decoder == 'transformer':
       use_transformer(config)
       config.train.eval_every_steps = 12  # 3 evaluations (each plots its curves)
@@ -65,3 +67,15 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'at
     loop.train_and_evaluate(config, str(workdir))
     _WORKDIRS[decoder] = workdir
   return _WORKDIRS[decoder]
+
+
+def exported_model(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'attention') -> Path:
+  """`trained_workdir(decoder)` exported (`seq2seq_jax.export`) once per test session, for
+  cpu, cuda and tpu, scored on the validation pairs."""
+  from seq2seq_jax import export
+
+  if decoder not in _EXPORTED:
+    out = tmp_path_factory.mktemp(f'exported_{decoder}') / 'model'
+    export.export([trained_workdir(tmp_path_factory, decoder)], out, score_split=VAL_SPLIT)
+    _EXPORTED[decoder] = out
+  return _EXPORTED[decoder]

@@ -15,10 +15,13 @@ import io
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from seq2seq_jax import errors
-from seq2seq_jax.data import manythings, sources, text
+from seq2seq_jax.data import manythings, text
+
+if TYPE_CHECKING:  # imported where used: an exported model loads tokenizers without them
+  from seq2seq_jax.data import sources
 
 
 class Tokenizer(Protocol):
@@ -136,6 +139,8 @@ def kind_for(requested: str, source: sources.Source) -> str:
 
 def resolve_kind(data_cfg: Any) -> str:  # noqa: ANN401
   """`kind_for` the tokenizer and source a whole data config names."""
+  from seq2seq_jax.data import sources
+
   return kind_for(data_cfg.tokenizer, sources.from_config(data_cfg))
 
 
