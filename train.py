@@ -17,7 +17,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seq2seq_jax import cli, errors
+from seq2seq_jax import cli, compile_cache, errors
 from seq2seq_jax.models import ops
 from seq2seq_jax.train import hostmem, loop, multihost
 
@@ -41,10 +41,12 @@ def main(argv: list[str]) -> None:
   cli.quiet_library_logs()
   with errors.one_line_errors():
     multihost.initialize(FLAGS.config.distributed)  # before JAX picks its devices
+  cache = compile_cache.enable()
   dtype = FLAGS.config.model.dtype
   dtype = f'{ops.auto_dtype()} (auto)' if dtype == 'auto' else dtype
   logging.info(
-    'JAX %s on %s (%s kernel forms, %s matmuls): process %d of %d, %d local device(s) %s',
+    'JAX %s on %s (%s kernel forms, %s matmuls): process %d of %d, %d local device(s) %s; '
+    'compilation cache %s',
     jax.__version__,
     jax.default_backend(),
     ops.forms().name,
@@ -53,6 +55,7 @@ def main(argv: list[str]) -> None:
     jax.process_count(),
     jax.local_device_count(),
     jax.local_devices(),
+    cache or 'off',
   )
   with errors.one_line_errors():
     loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)

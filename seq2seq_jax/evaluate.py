@@ -31,7 +31,7 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from seq2seq_jax import cli, errors, inference, scoring, translation_flags
+from seq2seq_jax import cli, compile_cache, errors, inference, scoring, translation_flags
 from seq2seq_jax.data import input_pipeline, text
 
 FLAGS = flags.FLAGS
@@ -188,6 +188,7 @@ def evaluate(
 def main(argv: list[str]) -> None:
   del argv
   cli.quiet_cli_logs()  # warnings and errors only, as translate
+  compile_cache.enable()
   with errors.one_line_errors('evaluate'):
     if sum(map(bool, (FLAGS.pairs, FLAGS.split, FLAGS.src_file))) != 1:
       raise errors.ConfigError(

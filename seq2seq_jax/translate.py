@@ -36,7 +36,7 @@ from typing import TextIO
 
 from absl import flags
 
-from seq2seq_jax import attention_plot, cli, errors, inference, translation_flags
+from seq2seq_jax import attention_plot, cli, compile_cache, errors, inference, translation_flags
 from seq2seq_jax.data import input_pipeline
 
 FLAGS = flags.FLAGS
@@ -129,6 +129,7 @@ def translate_stream(translate_fn: TranslateFn, lines: Sequence[str], stdout: Te
 def main(argv: list[str]) -> None:
   sentences = argv[1:]
   cli.quiet_cli_logs()
+  compile_cache.enable()
   with errors.one_line_errors('translate'):
     translator = translation_flags.load(FLAGS)
     translate_fn = make_translate_fn(
