@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -261,6 +262,9 @@ def export(
         logging.warning('no test score: %s', e)
         manifest['test_score'] = {'split': score_split, 'error': str(e)}
       (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + '\n', encoding='utf-8')
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the model folder is not
     if out.exists():
       shutil.rmtree(out)
     tmp.rename(out)

@@ -2,7 +2,7 @@
 
   python -m seq2seq_jax.serve (--model=MODEL_DIR | --workdir=DIR [--ensemble=DIR2,...]
       [--checkpoint=auto]) [--host=127.0.0.1] [--port=5000] [--max_batch=64]
-      [--max_wait_ms=5] [--beam_size=1] [--max_chars=N] [--max_sentences=N]
+      [--max_wait_ms=0] [--beam_size=1] [--max_chars=N] [--max_sentences=N]
       [--max_body_bytes=N] [--max_queue=N] [--api_keys=FILE] [--compilation_cache_dir=DIR]
 
 `--model` serves a folder written by `seq2seq_jax.export` and needs only JAX, NumPy and
@@ -45,7 +45,11 @@ flags.DEFINE_string('host', '127.0.0.1', 'The address to listen on (0.0.0.0: eve
 flags.DEFINE_integer('port', 5000, 'The port to listen on.', lower_bound=0, upper_bound=65535)
 flags.DEFINE_integer('max_batch', 64, 'The most sentences decoded in one call.', lower_bound=1)
 flags.DEFINE_float(
-  'max_wait_ms', 5.0, 'How long the first sentence waiting waits for others.', lower_bound=0
+  'max_wait_ms',
+  0.0,
+  'How long the first sentence waiting waits for others (0: a free decoder takes what is '
+  'waiting at once; sentences that arrive meanwhile form the next batch).',
+  lower_bound=0,
 )
 flags.DEFINE_integer(
   'beam_size',

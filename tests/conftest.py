@@ -61,6 +61,9 @@ LONGEST_FIRST = (
   'test_population.py',
   'test_benchmark.py',
   'test_notebooks.py',
+  'test_export.py',
+  'test_serve.py',
+  'test_page.py',
   'test_transformer.py',
 )
 

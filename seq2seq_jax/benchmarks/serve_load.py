@@ -22,6 +22,7 @@ later ones warm. Prints one JSON object on the last line (rows also on stderr).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -45,7 +46,7 @@ flags.DEFINE_list('clients', ['1', '8', '32', '64'], 'Concurrent clients per lev
 flags.DEFINE_integer('requests', 1024, 'Requests per level (one sentence each).')
 flags.DEFINE_list('searches', ['greedy', 'beam'], 'Server searches to measure.')
 flags.DEFINE_integer('max_batch', 64, 'The server --max_batch.')
-flags.DEFINE_float('max_wait_ms', 5.0, 'The server --max_wait_ms.')
+flags.DEFINE_float('max_wait_ms', 0.0, 'The server --max_wait_ms.')
 flags.DEFINE_integer('overload_clients', 256, 'Clients of the overload run (0: none).')
 flags.DEFINE_integer('overload_queue', 32, 'The server --max_queue in the overload run.')
 flags.DEFINE_integer('overload_requests', 4, 'Requests per client in the overload run.')
@@ -104,6 +105,49 @@ class Server:
       self.log.close()
 
 
+class Connection:
+  """One keep-alive HTTP/1.1 connection that POSTs JSON and reads the answer: the load
+  generator's client. Written on asyncio streams rather than an HTTP client library because
+  at 64 concurrent requests httpx's async pool cost more CPU per request than the server
+  did (2 cores shared by both), and the benchmark must measure the server."""
+
+  def __init__(self, host: str, port: int):
+    self.host, self.port = host, port
+    self.reader: asyncio.StreamReader | None = None
+    self.writer: asyncio.StreamWriter | None = None
+
+  async def post(self, path: str, body: dict) -> tuple[int, bytes]:
+    if self.writer is None:
+      self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+    data = json.dumps(body).encode()
+    head = (
+      f'POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n'
+      f'Content-Length: {len(data)}\r\n\r\n'
+    )
+    self.writer.write(head.encode() + data)
+    await self.writer.drain()
+    status_line = await self.reader.readline()
+    status = int(status_line.split()[1])
+    length, close = 0, False
+    while (line := await self.reader.readline()) not in (b'\r\n', b''):
+      name, _, value = line.decode('latin-1').partition(':')
+      if name.lower() == 'content-length':
+        length = int(value)
+      elif name.lower() == 'connection' and value.strip().lower() == 'close':
+        close = True
+    payload = await self.reader.readexactly(length)
+    if close:
+      await self.close()
+    return status, payload
+
+  async def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+      with contextlib.suppress(OSError):
+        await self.writer.wait_closed()
+      self.reader = self.writer = None
+
+
 async def _load(
   url: str, sentences: list[str], clients: int, requests: int, langs: tuple[str, str]
 ) -> dict:
@@ -111,24 +155,28 @@ async def _load(
   latencies: list[float] = []
   statuses: Counter = Counter()
   counter = iter(range(requests))
-  limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-  async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+  host, port = url.removeprefix('http://').split(':')
 
-    async def worker() -> None:
+  async def worker() -> None:
+    conn = Connection(host, int(port))
+    try:
       for i in counter:
         body = {'q': sentences[i % len(sentences)], 'source': langs[0], 'target': langs[1]}
         t0 = time.perf_counter()
         try:
-          r = await client.post('/translate', json=body)
-          statuses[r.status_code] += 1
-          if r.status_code == 200:
+          status, _ = await conn.post('/translate', body)
+          statuses[status] += 1
+          if status == 200:
             latencies.append(time.perf_counter() - t0)
-        except httpx.HTTPError as e:
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as e:
           statuses[type(e).__name__] += 1
+          await conn.close()
+    finally:
+      await conn.close()
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  await asyncio.gather(*(worker() for _ in range(clients)))
+  seconds = time.perf_counter() - t0
   ok = statuses.get(200, 0)
   q = statistics.quantiles(latencies, n=100, method='inclusive') if len(latencies) > 1 else [0] * 99
   return {
@@ -143,7 +191,14 @@ async def _load(
 
 
 def load(url: str, sentences: list[str], clients: int, requests: int, langs: tuple) -> dict:
-  return asyncio.run(_load(url, sentences, clients, requests, langs))
+  """`_load` on uvloop when installed (the server's event loop too): the load generator
+  shares the 2 cores with the server, so its own cost per request counts."""
+  coro = _load(url, sentences, clients, requests, langs)
+  try:
+    import uvloop
+  except ImportError:
+    return asyncio.run(coro)
+  return uvloop.run(coro)
 
 
 def offline(model: str, workdir: str, sentences: list[str]) -> dict:
@@ -178,7 +233,10 @@ def test_sources(workdir: str) -> tuple[list[str], tuple[str, str]]:
 
 
 def overload(model: str, sentences: list[str], langs: tuple) -> dict:
-  server = Server(model, f'--max_batch={FLAGS.max_batch}', f'--max_queue={FLAGS.overload_queue}')
+  queue = f'--max_queue={FLAGS.overload_queue}'
+  server = Server(
+    model, f'--max_batch={FLAGS.max_batch}', queue, f'--max_sentences={FLAGS.overload_queue}'
+  )
   try:
     before = rss_mib(server.proc.pid)
     n = FLAGS.overload_clients * FLAGS.overload_requests

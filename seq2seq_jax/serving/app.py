@@ -77,7 +77,7 @@ class Settings:
   `max_queue`: sentences waiting to be decoded; `api_keys`: when given, a listed
   `api_key` is required."""
 
-  max_wait_ms: float = 5.0
+  max_wait_ms: float = 0.0
   beam: bool = False
   max_chars: int = 5000
   max_sentences: int = 128
