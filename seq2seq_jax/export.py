@@ -26,7 +26,6 @@ replaced only with `--overwrite`. Prints the manifest's summary as one JSON line
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -40,27 +39,17 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from seq2seq_jax import attention_plot, build, cli, errors, inference, runtime, scoring
+from seq2seq_jax import attention_plot, build, cli, errors, exported, inference, runtime, scoring
 from seq2seq_jax.data import input_pipeline, tokenizers
 from seq2seq_jax.decoding import beam_search, ensemble, greedy_search
 from seq2seq_jax.models import ops
 
-FORMAT = 'seq2seq_jax.exported'
-FORMAT_VERSION = 1
-MANIFEST = 'manifest.json'
+FORMAT, FORMAT_VERSION, MANIFEST = exported.FORMAT, exported.FORMAT_VERSION, exported.MANIFEST
 PARAMS = 'params.npz'
 # Platform groups: the platforms lowered from one trace, and the kernel forms traced with.
 GROUPS = {'cpu': (('cpu',), 'cpu'), 'accelerator': (('cuda', 'tpu'), 'plain')}
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 PARAM_DTYPES = ('float32', 'bfloat16')
-
-
-def sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _groups(platforms: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -251,11 +240,11 @@ def export(
         'parameters': int(sum(x.size for x in leaves)),
       },
     }
-    manifest['files'] = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
+    manifest['files'] = {
+      p.name: exported.sha256(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST
+    }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + '\n', encoding='utf-8')
     if score_split and 'cpu' in groups:
-      from seq2seq_jax import exported  # the runner, to score what was written
-
       try:
         manifest['test_score'] = test_score(exported.load(tmp), translator, score_split)
       except errors.UserError as e:  # the workdir's data moved: export without a score

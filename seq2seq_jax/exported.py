@@ -32,7 +32,7 @@ import numpy as np
 from seq2seq_jax import errors, runtime
 from seq2seq_jax.data import text, tokenizers
 
-FORMAT = 'seq2seq_jax.exported'  # export.FORMAT (not imported: that module needs Flax)
+FORMAT = 'seq2seq_jax.exported'  # what `seq2seq_jax.export` writes (it imports these)
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
 
@@ -41,7 +41,7 @@ class ExportError(errors.UserError):
   """A model folder that cannot be run as it is."""
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
   h = hashlib.sha256()
   with open(path, 'rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
@@ -91,7 +91,7 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict:
     )
   if verify:
     for name, digest in files.items():
-      if _sha256(folder / name) != digest:
+      if sha256(folder / name) != digest:
         raise ExportError(
           f'{folder / name} is corrupted (its sha256 differs from the '
           "manifest's): copy it again or export the model again"
