@@ -52,6 +52,7 @@ from starlette.exceptions import HTTPException
 from seq2seq_jax import runtime
 from seq2seq_jax.data import text
 from seq2seq_jax.serving import batcher as batching
+from seq2seq_jax.serving import metrics as prometheus
 
 log = logging.getLogger('seq2seq_jax.serving')
 
@@ -62,9 +63,6 @@ LANGUAGE_NAMES = {
   'pl': 'Polish', 'pt': 'Portuguese', 'ro': 'Romanian', 'ru': 'Russian', 'tr': 'Turkish',
   'uk': 'Ukrainian', 'zh': 'Chinese',
 }  # fmt: skip
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-NAMESPACE = 'seq2seq_jax'  # the metrics' prefix
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,38 +107,6 @@ class ApiError(Exception):
     self.status = status
 
 
-class _Metrics:
-  """The Prometheus metrics of one app, named `seq2seq_jax_*` (its own registry: apps in
-  one process apart)."""
-
-  def __init__(self, server: _Server) -> None:
-    self.registry = prom.CollectorRegistry()
-    kw: dict[str, Any] = {'registry': self.registry, 'namespace': NAMESPACE}
-    self.requests = prom.Counter(
-      'translate_requests', 'POST /translate requests by status.', ['status'], **kw
-    )
-    self.sentences = prom.Counter('translate_sentences', 'Sentences translated.', **kw)
-    self.latency = prom.Histogram(
-      'translate_latency_seconds', 'POST /translate latency.', buckets=LATENCY_BUCKETS, **kw
-    )
-    self.batch_size = prom.Histogram(
-      'batch_size', 'Sentences per decoded batch.', buckets=BATCH_SIZE_BUCKETS, **kw
-    )
-    self.batch_seconds = prom.Histogram(
-      'batch_seconds', 'Time to decode a batch.', buckets=LATENCY_BUCKETS, **kw
-    )
-    queue = prom.Gauge('queue_length', 'Sentences waiting to be decoded.', **kw)
-    queue.set_function(lambda: server.batcher.queue_length)
-    compiles = prom.Gauge('compiles', 'Search programs compiled so far.', **kw)
-    compiles.set_function(lambda: server.searcher.compiles)
-    ready = prom.Gauge('ready', '1 once every batch shape is compiled.', **kw)
-    ready.set_function(lambda: float(server.ready.is_set()))
-
-  def on_batch(self, size: int, seconds: float) -> None:
-    self.batch_size.observe(size)
-    self.batch_seconds.observe(seconds)
-
-
 class _Server:
   """What the routes share: the searcher, the settings, the batcher, readiness, metrics."""
 
@@ -150,7 +116,11 @@ class _Server:
     self.ready = threading.Event()
     self.compile_seconds = math.nan
     self.compile_error: str | None = None
-    self.metrics = _Metrics(self)
+    self.metrics = prometheus.Metrics(
+      queue_length=lambda: self.batcher.queue_length,
+      compiles=lambda: searcher.compiles,
+      ready=lambda: float(self.ready.is_set()),
+    )
     self.batcher = batching.Batcher(
       searcher, settings.max_wait_ms, settings.max_queue, on_batch=self.metrics.on_batch
     )
@@ -262,7 +232,7 @@ def _add_routes(app: FastAPI, server: _Server) -> None:
 
   @app.get('/metrics')
   async def prometheus_metrics() -> Response:
-    return Response(prom.generate_latest(metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=prom.CONTENT_TYPE_LATEST)
 
   @app.get('/', response_class=HTMLResponse)
   async def page() -> Response:
@@ -292,10 +262,6 @@ def _add_routes(app: FastAPI, server: _Server) -> None:
     metrics.requests.labels(str(response.status_code)).inc()
     metrics.latency.observe(time.monotonic() - start)
     return response
-
-
-def _attention_available(searcher: runtime.Searcher) -> bool:
-  return bool(searcher.has_attention) and callable(getattr(searcher, 'attention', None))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -366,7 +332,7 @@ def _check(req: TranslateRequest, sentences: list[str], server: _Server) -> None
       f'alternatives: at most {searcher.beam_size - 1} (the beam keeps {searcher.beam_size} '
       f'hypotheses), got {req.alternatives}',
     )
-  if req.attention and not _attention_available(searcher):
+  if req.attention and not searcher.has_attention:
     raise ApiError(400, 'this model has no attention weights')
 
 
