@@ -24,10 +24,11 @@ TIMEOUT_S = 300
 
 def env_with_devices(count: int, **extra: str) -> dict[str, str]:
   """The environment for a subprocess with `count` CPU devices (and the session's
-  compilation cache, which conftest.py puts in this process's environment)."""
+  compilation cache and XLA flags, which conftest.py puts in this process's environment)."""
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
+  kept = [f for f in os.environ.get('XLA_FLAGS', '').split() if 'device_count=' not in f]
   env.update(
-    XLA_FLAGS=f'--xla_force_host_platform_device_count={count}',
+    XLA_FLAGS=' '.join([*kept, f'--xla_force_host_platform_device_count={count}']),
     JAX_PLATFORMS='cpu',
     PYTHONUNBUFFERED='1',
     **extra,

@@ -1,19 +1,27 @@
 """Small trained workdirs for the translate, evaluate and attention tests.
 
 `trained_workdir(tmp_path_factory, decoder)` trains configs/tiny.py in-process on 60
-made-up pairs (48 for training, 12 for validation) once per test session and decoder,
-and returns the workdir. `decoder` is a recurrent decoder ('attention', 'plain') or
-'transformer' (`model.arch='transformer'`: 2 blocks of width 16, 2 heads, FFN 32). The
-models are trained for 36 steps, enough to learn the grammar's word-by-word translation
-(validation BLEU about 20), so that their next-token distributions are peaked as a
-trained model's are (the beam-search tests rely on it); tests check behaviour, not
-translation quality.
+made-up pairs (48 for training, 12 for validation) and returns the workdir. `decoder` is
+a recurrent decoder ('attention', 'plain') or 'transformer' (`model.arch='transformer'`:
+2 blocks of width 16, 2 heads, FFN 32). The models are trained for 36 steps, enough to
+learn the grammar's word-by-word translation (validation BLEU about 20), so that their
+next-token distributions are peaked as a trained model's are (the beam-search tests rely
+on it); tests check behaviour, not translation quality.
+
+Each is built once per test session, not once per xdist worker: the first worker that
+asks builds it in the session's shared temporary folder under a file lock; the other one
+waits for it and reads it. Tests read these folders (one that changes a workdir copies
+it; one that prepares data from `data_dir` does so in a folder of its own).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import filelock
 import ml_collections
 import pytest
 
@@ -21,17 +29,29 @@ from configs import tiny
 from seq2seq_jax.train import loop
 from tests import synthetic
 
-_WORKDIRS: dict[str, Path] = {}
-_EXPORTED: dict[str, Path] = {}
-_DATA: list[Path] = []
 VAL_SPLIT = 'full[48:60]'  # the validation pairs of the trained workdirs
+
+
+def _shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable) -> Path:
+  """`build(folder)` run once per test session, by whichever xdist worker asks first,
+  into `name` in the session's temporary folder (the workers' common parent); the folder."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # pytest-N/, above each worker's popen-gwK/
+  folder = root / 'shared' / name
+  folder.parent.mkdir(exist_ok=True)
+  with filelock.FileLock(f'{folder}.lock'):
+    if not (folder.parent / f'{name}.done').exists():
+      shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
+      folder.mkdir()
+      build(folder)
+      (folder.parent / f'{name}.done').touch()
+  return folder
 
 
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
   """A directory holding fra.txt with 60 made-up pairs (written once per session)."""
-  if not _DATA:
-    _DATA.append(synthetic.write_fra_txt(tmp_path_factory.mktemp('fra_data'), n=60))
-  return _DATA[0]
+  return _shared(tmp_path_factory, 'fra_data', lambda d: synthetic.write_fra_txt(d, n=60))
 
 
 def use_transformer(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -48,11 +68,12 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'at
   """A workdir of configs/tiny.py with `model.decoder=decoder` (or the Transformer of
   `use_transformer` for 'transformer', evaluated every 4 epochs), trained for 12 epochs
   of 3 steps at a learning rate of 0.02."""
-  if decoder not in _WORKDIRS:
-    data = data_dir(tmp_path_factory)
+  data = data_dir(tmp_path_factory)
+
+  def train(workdir: Path) -> None:
     config = tiny.get_config()
     config.data.manual_dir = str(data)
-    config.data.data_dir = str(data / 'tfds')
+    config.data.data_dir = f'{workdir}_tfds'  # its own: the other worker may prepare data too
     config.data.train_split = 'full[:48]'
     config.data.val_split = VAL_SPLIT
     if decoder == 'transformer':
@@ -63,10 +84,9 @@ def trained_workdir(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'at
     config.train.num_epochs = 12
     config.train.learning_rate = 0.02
     config.train.log_every_steps = 6
-    workdir = tmp_path_factory.mktemp(f'workdir_{decoder}')
     loop.train_and_evaluate(config, str(workdir))
-    _WORKDIRS[decoder] = workdir
-  return _WORKDIRS[decoder]
+
+  return _shared(tmp_path_factory, f'workdir_{decoder}', train)
 
 
 def exported_model(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'attention') -> Path:
@@ -74,8 +94,9 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, decoder: str = 'att
   cpu, cuda and tpu, scored on the validation pairs."""
   from seq2seq_jax import export
 
-  if decoder not in _EXPORTED:
-    out = tmp_path_factory.mktemp(f'exported_{decoder}') / 'model'
-    export.export([trained_workdir(tmp_path_factory, decoder)], out, score_split=VAL_SPLIT)
-    _EXPORTED[decoder] = out
-  return _EXPORTED[decoder]
+  workdir = trained_workdir(tmp_path_factory, decoder)
+
+  def write(folder: Path) -> None:
+    export.export([workdir], folder / 'model', score_split=VAL_SPLIT)
+
+  return _shared(tmp_path_factory, f'exported_{decoder}', write) / 'model'

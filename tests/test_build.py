@@ -123,7 +123,7 @@ def test_preparing_a_run_leaves_the_config_as_it_was(
   data = fixtures_workdir.data_dir(tmp_path_factory)
   config = tiny.get_config()
   config.data.manual_dir = str(data)
-  config.data.data_dir = str(data / 'tfds')
+  config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
   config.data.train_split, config.data.val_split = 'full[:48]', 'full[48:60]'
   config.data.tokenizer = 'auto'
   before = config.to_dict()

@@ -6,7 +6,6 @@ population resumed from its checkpoints ends exactly where an uninterrupted one 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from configs import tiny
 from seq2seq_jax import errors
 from seq2seq_jax.train import loop
+from tests import distributed_runs as runs
 from tests import synthetic
 from tests.test_population import assert_trees_close, saved_state
 
@@ -57,11 +57,7 @@ def test_population_on_2_devices_matches_one_device(
   straight: Path, data_dir: Path, tmp_path: Path, mode: str
 ) -> None:
   workdir = tmp_path / mode
-  env = {
-    **os.environ,
-    'JAX_PLATFORMS': 'cpu',
-    'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
-  }
+  env = runs.env_with_devices(2)
   cmd = [
     sys.executable,
     str(ROOT / 'train.py'),

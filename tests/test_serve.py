@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from seq2seq_jax import runtime
+from seq2seq_jax import errors, runtime
 from seq2seq_jax.serving import app as serving
 from seq2seq_jax.serving import batcher as batching
 from tests import distributed_runs, fixtures_workdir, synthetic
@@ -246,6 +246,17 @@ class Recorder:
     if any(99 in s for s in src_ids):
       raise ValueError('bad batch')
     return [[runtime.Hypothesis(' '.join(map(str, s)))] for s in src_ids]
+
+
+def test_batch_shapes() -> None:
+  """Rows pad to 1, 4, 16, ... for greedy search and to powers of 2 for beam search (a beam
+  row costs far more), both up to max_batch; source columns to max_len and its halves."""
+  assert runtime.row_buckets(64) == (1, 4, 16, 64) and runtime.row_buckets(48) == (1, 4, 16, 48)
+  assert runtime.row_buckets(64, factor=2) == (1, 2, 4, 8, 16, 32, 64)
+  assert runtime.row_buckets(1) == (1,) and runtime.length_buckets(18) == (5, 9, 18)
+  with pytest.raises(errors.ConfigError, match='at least 1'):
+    runtime.row_buckets(0)
+  assert runtime.bucket(5, (1, 4, 16)) == 16 and runtime.bucket(17, (1, 4, 16)) == 16
 
 
 def test_batcher_groups_by_mode_and_length() -> None:

@@ -62,10 +62,17 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
   return synthetic.write_fra_txt(tmp_path_factory.mktemp('data'), n=80)
 
 
+TRAINED = ('--config.model.dropout=0.2', '--config.train.log_every_steps=1')  # as `trained`
+
+
 @pytest.fixture(scope='module')
 def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+  """The tiny config with dropout 0.2, trained in this process for 8 steps, each logged:
+  also the uninterrupted run that the kill test's resumed run must end at."""
   workdir = tmp_path_factory.mktemp('run')
-  result = loop.train_and_evaluate(tiny_config(data_dir), str(workdir))
+  config = tiny_config(data_dir, log_every_steps=1)
+  config.model.dropout = 0.2
+  result = loop.train_and_evaluate(config, str(workdir))
   return workdir, result
 
 
@@ -86,7 +93,7 @@ def test_workdir_holds_everything(trained: tuple[Path, dict]) -> None:
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
   train_lines = [r for r in records if 'train_loss' in r]
   eval_lines = [r for r in records if 'val_loss' in r]
-  assert [r['step'] for r in train_lines] == [2, 4, 6, 8]
+  assert [r['step'] for r in train_lines] == [1, 2, 3, 4, 5, 6, 7, 8]
   assert all(np.isfinite(r['train_loss']) and r['train_loss'] > 0 for r in train_lines)
   assert train_lines[-1]['train_loss'] < train_lines[0]['train_loss']
   assert eval_lines and {'val_bleu', 'val_chrf', 'val_accuracy'} <= set(eval_lines[-1])
@@ -138,46 +145,46 @@ def assert_same_run(straight: Path, resumed: Path, steps: int) -> None:
   assert losses[0] == losses[1] and len(losses[0]) == steps
 
 
-def test_killed_run_resumes_to_the_same_parameters(data_dir: Path, tmp_path: Path) -> None:
-  overrides = [
-    '--config.train.num_epochs=3',
-    '--config.train.checkpoint_every_steps=2',
-    '--config.model.dropout=0.2',
-    '--config.train.log_every_steps=1',
-  ]
-  straight = tmp_path / 'straight'
-  subprocess.run(
-    train_cmd(data_dir, straight, *overrides), env=ENV, check=True, capture_output=True
-  )
+def test_killed_run_resumes_to_the_same_parameters(
+  trained: tuple[Path, dict], data_dir: Path, tmp_path: Path
+) -> None:
+  """`train.py` with the `trained` fixture's settings, checkpointing every 2 steps, killed
+  (-9) after a checkpoint of step 2 or later and run again, ends with the parameters
+  (bit for bit) and logged losses of the fixture's uninterrupted run: dropout masks, data
+  order and the optimizer resume where they were, mid-epoch (4 steps an epoch)."""
+  overrides = [*TRAINED, '--config.train.checkpoint_every_steps=2']
   resumed = tmp_path / 'resumed'
-  kill_after_checkpoint(train_cmd(data_dir, resumed, *overrides), resumed, 6)  # mid-epoch
+  kill_after_checkpoint(train_cmd(data_dir, resumed, *overrides), resumed, 2)
   subprocess.run(train_cmd(data_dir, resumed, *overrides), env=ENV, check=True, capture_output=True)
-  assert_same_run(straight, resumed, 12)
+  assert_same_run(trained[0], resumed, 8)
 
 
 def test_a_killed_transformer_resumes_exactly_and_not_as_an_rnn(
   tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
   """The Transformer of fixtures_workdir (its data and sizes: the compiled steps are
-  shared with it) killed (-9) after step 4 of 12 and run again ends where a run without
-  interruption ends; resuming its checkpoint with model.arch='rnn' is a one-line error
-  naming arch."""
+  shared with it) trained for 12 steps in this process, and by `train.py` killed (-9)
+  after a checkpoint of step 4 or later (3 steps an epoch: mid-epoch) and run again: the
+  same parameters and losses; resuming its checkpoint with model.arch='rnn' is a one-line
+  error naming arch."""
   data = fixtures_workdir.data_dir(tmp_path_factory)
-  overrides = [
-    '--config.model.arch=transformer',
-    '--config.model.num_hiddens=16',
-    '--config.model.num_heads=2',
-    '--config.model.ffn_size=32',
-    '--config.data.train_split=full[:48]',
-    '--config.data.val_split=full[48:60]',
-    '--config.train.learning_rate=0.02',
-    '--config.train.num_epochs=4',
-    '--config.train.eval_every_steps=12',
-    '--config.train.checkpoint_every_steps=2',
-    '--config.train.log_every_steps=1',
-  ]
+  config = fixtures_workdir.use_transformer(tiny_config(data))
+  config.data.data_dir = str(tmp_path / 'tfds')  # data_dir is shared by the xdist workers
+  config.data.train_split, config.data.val_split = 'full[:48]', 'full[48:60]'
+  settings = {
+    'learning_rate': 0.02,
+    'num_epochs': 4,
+    'eval_every_steps': 12,
+    'checkpoint_every_steps': 4,
+    'log_every_steps': 1,
+  }
+  config.train.update(settings)
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-  subprocess.run(train_cmd(data, straight, *overrides), env=ENV, check=True, capture_output=True)
+  loop.train_and_evaluate(config, str(straight))
+  overrides = [f'--config.model.{k}={config.model[k]}' for k in ('arch', 'num_heads', 'ffn_size')]
+  overrides += [f'--config.model.num_hiddens={config.model.num_hiddens}']
+  overrides += [f'--config.data.{k}={config.data[k]}' for k in ('train_split', 'val_split')]
+  overrides += [f'--config.train.{k}={v}' for k, v in settings.items()]
   kill_after_checkpoint(train_cmd(data, resumed, *overrides), resumed, 4)
   subprocess.run(train_cmd(data, resumed, *overrides), env=ENV, check=True, capture_output=True)
   assert_same_run(straight, resumed, 12)
@@ -223,7 +230,7 @@ def test_half_written_checkpoint_is_ignored(
   assert ckpts.latest_step() == 8
   ckpts.close()
   out = subprocess.run(
-    train_cmd(data_dir, workdir, '--config.train.num_epochs=3'),
+    train_cmd(data_dir, workdir, *TRAINED, '--config.train.num_epochs=3'),
     env=ENV,
     capture_output=True,
     text=True,
@@ -238,7 +245,7 @@ def test_resume_with_another_model_fails_clearly(
 ) -> None:
   workdir, _ = trained
   out = subprocess.run(
-    train_cmd(data_dir, workdir, '--config.model.num_hiddens=32'),
+    train_cmd(data_dir, workdir, *TRAINED, '--config.model.num_hiddens=32'),
     env=ENV,
     capture_output=True,
     text=True,
