@@ -9,9 +9,8 @@ either the programs of an exported folder (`exported.load`) or the searches of a
 workdir compiled here (`from_workdir`, which needs the training stack). This module itself
 imports only JAX, NumPy and the tokenizers, so that an exported model runs without Flax.
 
-Batches are padded to a few shapes, each compiled once: rows to the next of
-`row_buckets` (greedy search) or `beam_row_buckets` (beam search, finer: its rows cost far
-more) and source columns to the next of `length_buckets`. `compile()` compiles them
+Batches are padded to a few shapes, each compiled once: rows to the next of `row_buckets`
+(powers of 2) and source columns to the next of `length_buckets`. `compile()` compiles them
 all up front (a server is ready only then); `compiles` counts the compiled programs, so a
 test can check that nothing compiles after that.
 """
@@ -41,9 +40,11 @@ class Hypothesis:
   score: float = math.nan
 
 
-def row_buckets(max_batch: int, factor: int = 4) -> tuple[int, ...]:
+def row_buckets(max_batch: int, factor: int = 2) -> tuple[int, ...]:
   """Batch sizes that batches are padded to: 1, factor, factor**2, ... and `max_batch`
-  itself (1, 4, 16, 64; with factor 2: 1, 2, 4, ..., 64)."""
+  itself (1, 2, 4, ..., 64; with factor 4: 1, 4, 16, 64). Powers of 2 by default: padding
+  17 sentences to 64 rows cost a greedy batch of the 30-minute GRU 59 ms against 28 ms at
+  16 (docs/serving.md); the extra programs are compiled once, before a server is ready."""
   if max_batch < 1:
     raise errors.ConfigError(f'the largest batch must be at least 1 sentence, got {max_batch}')
   sizes, n = [], 1
@@ -93,9 +94,6 @@ class Searcher:
 
   def __post_init__(self) -> None:
     self.row_buckets = row_buckets(self.max_batch)
-    # A beam batch's rows are beam_size hypotheses each, decoded step by step: padding 33
-    # sentences to 64 rows cost nearly twice the time of 33 (docs/serving.md).
-    self.beam_row_buckets = row_buckets(self.max_batch, factor=2)
     self.length_buckets = length_buckets(self.max_len)
 
   def encode(self, sentence: str) -> tuple[list[int], bool]:
@@ -108,20 +106,16 @@ class Searcher:
     """Whether `attention` works: a model with attention (not an ensemble)."""
     return self.attend is not None
 
-  def shapes(self, beam: bool = False) -> list[tuple[int, int]]:
-    """Every (rows, columns) shape a batch of greedy (or with `beam`, beam) search is
-    padded to."""
-    rows = self.beam_row_buckets if beam else self.row_buckets
-    return [(r, w) for r in rows for w in self.length_buckets]
+  def shapes(self) -> list[tuple[int, int]]:
+    """Every (rows, columns) shape a batch is padded to."""
+    return [(r, w) for r in self.row_buckets for w in self.length_buckets]
 
-  def pad(
-    self, src_ids: Sequence[Sequence[int]], beam: bool = False
-  ) -> tuple[np.ndarray, np.ndarray]:
+  def pad(self, src_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Sources -> src int32 [rows, width] (padded with 0; extra rows hold `<eos>` alone)
-    and src_len int32 [rows], at the bucket shapes of greedy (or with `beam`, beam) search."""
+    and src_len int32 [rows], at the bucket shapes."""
     if not 0 < len(src_ids) <= self.max_batch:
       raise ValueError(f'a batch holds 1 to {self.max_batch} sources, got {len(src_ids)}')
-    rows = bucket(len(src_ids), self.beam_row_buckets if beam else self.row_buckets)
+    rows = bucket(len(src_ids), self.row_buckets)
     width = bucket(max(len(s) for s in src_ids), self.length_buckets)
     src = np.zeros((rows, width), np.int32)
     src_len = np.ones((rows,), np.int32)
@@ -135,7 +129,7 @@ class Searcher:
     """One compiled call for up to `max_batch` sources (ids from `encode`): for each, its
     greedy translation, or with `beam` its `beam_size` best, best first (slots that no
     hypothesis filled are left out)."""
-    src, src_len = self.pad(src_ids, beam)
+    src, src_len = self.pad(src_ids)
     n = len(src_ids)
     if not beam:
       ids = np.asarray(self.greedy(self.params, src, src_len))
@@ -189,7 +183,7 @@ class Searcher:
     if self.attend is None:
       raise errors.UserError('this model has no attention weights (a plain decoder or an ensemble)')
     ids, _ = self.encode(sentence)
-    src, src_len = self.pad([ids], beam)
+    src, src_len = self.pad([ids])
     if beam:
       out = np.asarray(self.beam(self.params, src, src_len)[0])[:, 0]
     else:
@@ -211,7 +205,7 @@ class Searcher:
     of programs compiled."""
     before = self.compiles
     for b in beam:
-      for rows, width in self.shapes(b):
+      for rows, width in self.shapes():
         src = np.full((rows, width), text.EOS_ID, np.int32)
         out = (self.beam if b else self.greedy)(self.params, src, np.ones((rows,), np.int32))
         _block(out)

@@ -249,10 +249,10 @@ class Recorder:
 
 
 def test_batch_shapes() -> None:
-  """Rows pad to 1, 4, 16, ... for greedy search and to powers of 2 for beam search (a beam
-  row costs far more), both up to max_batch; source columns to max_len and its halves."""
-  assert runtime.row_buckets(64) == (1, 4, 16, 64) and runtime.row_buckets(48) == (1, 4, 16, 48)
-  assert runtime.row_buckets(64, factor=2) == (1, 2, 4, 8, 16, 32, 64)
+  """Rows pad to powers of 2 up to max_batch (or powers of another factor); source columns
+  to max_len and its halves."""
+  assert runtime.row_buckets(64) == (1, 2, 4, 8, 16, 32, 64)
+  assert runtime.row_buckets(48, factor=4) == (1, 4, 16, 48)
   assert runtime.row_buckets(1) == (1,) and runtime.length_buckets(18) == (5, 9, 18)
   with pytest.raises(errors.ConfigError, match='at least 1'):
     runtime.row_buckets(0)
