@@ -2,7 +2,7 @@
 
   python -m seq2seq_jax.serve (--model=MODEL_DIR | --workdir=DIR [--ensemble=DIR2,...]
       [--checkpoint=auto]) [--host=127.0.0.1] [--port=5000] [--max_batch=64]
-      [--max_wait_ms=0] [--beam_size=1] [--max_chars=N] [--max_sentences=N]
+      [--max_wait_ms=0] [--linger_ms=15] [--beam_size=1] [--max_chars=N] [--max_sentences=N]
       [--max_body_bytes=N] [--max_queue=N] [--api_keys=FILE] [--compilation_cache_dir=DIR]
 
 `--model` serves a folder written by `seq2seq_jax.export` and needs only JAX, NumPy and
@@ -11,7 +11,8 @@ searches here). The socket is up at once (`GET /health`); the searches compile f
 batch shape in the background, and `GET /ready` answers 200 when they are done (with the
 persistent compilation cache, a second start reads them back in seconds). Requests from
 many clients are decoded together, up to `--max_batch` sentences or `--max_wait_ms` after
-the first one waiting. `--beam_size=1` decodes greedily; K > 1 with the model's beam
+the first one waiting (and, right after a batch, up to `--linger_ms` for its clients to come
+back). `--beam_size=1` decodes greedily; K > 1 with the model's beam
 search (a request asking for `alternatives` gets beam search either way). SIGTERM (or
 Ctrl-C) stops accepting, answers what was accepted and exits 0. It listens on 127.0.0.1
 unless `--host` says otherwise; with `--api_keys=FILE` (one key a line) a listed `api_key`
@@ -49,6 +50,14 @@ flags.DEFINE_float(
   0.0,
   'How long the first sentence waiting waits for others (0: a free decoder takes what is '
   'waiting at once; sentences that arrive meanwhile form the next batch).',
+  lower_bound=0,
+)
+flags.DEFINE_float(
+  'linger_ms',
+  15.0,
+  'Right after a batch, how long a free decoder waits for the clients it answered to send '
+  'their next sentences (as many as waited then plus that batch), so that many clients '
+  'fill whole batches instead of alternating halves (0: never).',
   lower_bound=0,
 )
 flags.DEFINE_integer(
@@ -114,6 +123,7 @@ def settings_from_flags(f: Any) -> Any:
     )
   return app.Settings(
     max_wait_ms=f.max_wait_ms,
+    linger_ms=f.linger_ms,
     beam=f.beam_size > 1,
     max_chars=f.max_chars,
     max_sentences=f.max_sentences,

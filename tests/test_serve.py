@@ -274,6 +274,33 @@ def test_batcher_groups_by_mode_and_length() -> None:
   assert b.stats.batches == 2 and b.stats.sentences == 5 and b.stats.largest_batch == 4
 
 
+def test_batcher_lingers_for_the_clients_it_answered() -> None:
+  """Right after a batch of 2, a free decoder holds a lone sentence until a second one
+  is back (then both in one batch) or linger_ms has passed; a sentence of the other mode,
+  or any after the linger, goes at once."""
+  recorder = Recorder()
+  b = batching.Batcher(recorder, max_wait_ms=0, linger_ms=3000)  # type: ignore[arg-type]
+  b.start()
+  assert len(b.submit([[1], [2]]).result(5)) == 2  # nothing answered before: no linger
+  third = b.submit([[3]])
+  time.sleep(0.2)
+  assert not third.done()  # held for the second client of the batch it answered
+  fourth = b.submit([[4]])
+  assert third.result(5) and fourth.result(5)
+  assert recorder.calls[-1] == ([[3], [4]], False)  # decoded together
+  start = time.monotonic()
+  assert b.submit([[5]], beam=True).result(5)  # the other mode: not lingered for
+  assert time.monotonic() - start < 1.5
+  b.close()
+  quick = batching.Batcher(recorder, max_wait_ms=0, linger_ms=50)  # type: ignore[arg-type]
+  quick.start()
+  quick.submit([[6], [7]]).result(5)
+  start = time.monotonic()
+  assert quick.submit([[8]]).result(5)  # alone: decoded when the 50 ms are over
+  assert 0.02 < time.monotonic() - start < 2 and recorder.calls[-1] == ([[8]], False)
+  quick.close()
+
+
 def test_batcher_queue_full_failures_and_shutdown() -> None:
   gate = threading.Event()
   recorder = Recorder(gate)

@@ -6,38 +6,40 @@
 Starts `python -m seq2seq_jax.serve --model=MODEL_DIR` on 127.0.0.1 (greedy, then beam
 search with the exported beam), waits for /ready, and sends the sources of the workdir's
 test split from 1, 8, 32 and 64 concurrent clients, one sentence a request
-(LibreTranslate's `POST /translate`), `--requests` requests per level (each client stops
-after its share). Reports requests/s and p50/p99 latency per level and search; beside
-them: the offline throughput of the same sentences (`evaluate`'s Translator on the
-workdir, and the exported programs in this process, all sentences at once) and the same
-server with batching off (`--max_batch=1`). Then an overload run: `--overload_clients`
-clients against a short queue (`--overload_queue` sentences): every request must be
-answered (a translation, or 429/503), the server's resident memory is read before and
-after, and ordinary requests must succeed afterwards. The server is stopped with SIGTERM
-and must exit 0. Every server shares one compilation cache, new and empty unless
-`--compilation_cache_dir` is given: the first start's `ready_s` is a cold start, the
-later ones warm. Prints one JSON object on the last line (rows also on stderr).
+(LibreTranslate's `POST /translate`), `--requests` requests per level, from `wrk` when it is
+installed (`apt-get install wrk`: a C client whose own cost per request is small beside
+the server's, which matters on 2 cores) or else from asyncio clients in this process
+(`--generator`; both in `load_clients.py`). Reports requests/s and p50/p99 latency per
+level and search; beside them: the offline throughput of the same sentences (`evaluate`'s
+Translator on the workdir, and the exported programs in this process, all sentences at
+once) and the same server with batching off (`--max_batch=1`). Then an overload run:
+`--overload_clients` asyncio clients against a short queue (`--overload_queue`
+sentences): every request must be answered (a translation, or 429/503), the server's
+resident memory is read before and after, and ordinary requests must succeed afterwards.
+The server is stopped with SIGTERM and must exit 0. Every server shares one compilation
+cache, new and empty unless `--compilation_cache_dir` is given: the first start's
+`ready_s` is a cold start, the later ones warm. Prints one JSON object on the last line
+(rows also on stderr).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 from absl import app, flags
+
+from seq2seq_jax.benchmarks.load_clients import load, load_wrk
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', None, 'A folder written by seq2seq_jax.export.')
@@ -47,9 +49,16 @@ flags.DEFINE_integer('requests', 1024, 'Requests per level (one sentence each).'
 flags.DEFINE_list('searches', ['greedy', 'beam'], 'Server searches to measure.')
 flags.DEFINE_integer('max_batch', 64, 'The server --max_batch.')
 flags.DEFINE_float('max_wait_ms', 0.0, 'The server --max_wait_ms.')
+flags.DEFINE_float('linger_ms', 15.0, 'The server --linger_ms.')
 flags.DEFINE_integer('overload_clients', 256, 'Clients of the overload run (0: none).')
 flags.DEFINE_integer('overload_queue', 32, 'The server --max_queue in the overload run.')
 flags.DEFINE_integer('overload_requests', 4, 'Requests per client in the overload run.')
+flags.DEFINE_enum(
+  'generator',
+  'auto',
+  ['auto', 'wrk', 'python'],
+  "The load levels' clients: wrk (C) or asyncio clients in this process; auto: wrk when there.",
+)
 flags.DEFINE_string('output', None, 'Also write the JSON result here.')
 flags.DEFINE_string(
   'compilation_cache_dir', None, "The servers' compilation cache (default: a new, empty one)."
@@ -103,102 +112,6 @@ class Server:
       return self.proc.wait(timeout=120)
     finally:
       self.log.close()
-
-
-class Connection:
-  """One keep-alive HTTP/1.1 connection that POSTs JSON and reads the answer: the load
-  generator's client. Written on asyncio streams rather than an HTTP client library because
-  at 64 concurrent requests httpx's async pool cost more CPU per request than the server
-  did (2 cores shared by both), and the benchmark must measure the server."""
-
-  def __init__(self, host: str, port: int):
-    self.host, self.port = host, port
-    self.reader: asyncio.StreamReader | None = None
-    self.writer: asyncio.StreamWriter | None = None
-
-  async def post(self, path: str, body: dict) -> tuple[int, bytes]:
-    if self.writer is None:
-      self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-    data = json.dumps(body).encode()
-    head = (
-      f'POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n'
-      f'Content-Length: {len(data)}\r\n\r\n'
-    )
-    self.writer.write(head.encode() + data)
-    await self.writer.drain()
-    status_line = await self.reader.readline()
-    status = int(status_line.split()[1])
-    length, close = 0, False
-    while (line := await self.reader.readline()) not in (b'\r\n', b''):
-      name, _, value = line.decode('latin-1').partition(':')
-      if name.lower() == 'content-length':
-        length = int(value)
-      elif name.lower() == 'connection' and value.strip().lower() == 'close':
-        close = True
-    payload = await self.reader.readexactly(length)
-    if close:
-      await self.close()
-    return status, payload
-
-  async def close(self) -> None:
-    if self.writer is not None:
-      self.writer.close()
-      with contextlib.suppress(OSError):
-        await self.writer.wait_closed()
-      self.reader = self.writer = None
-
-
-async def _load(
-  url: str, sentences: list[str], clients: int, requests: int, langs: tuple[str, str]
-) -> dict:
-  """`clients` workers, `requests` requests in all; latency of each, and status counts."""
-  latencies: list[float] = []
-  statuses: Counter = Counter()
-  counter = iter(range(requests))
-  host, port = url.removeprefix('http://').split(':')
-
-  async def worker() -> None:
-    conn = Connection(host, int(port))
-    try:
-      for i in counter:
-        body = {'q': sentences[i % len(sentences)], 'source': langs[0], 'target': langs[1]}
-        t0 = time.perf_counter()
-        try:
-          status, _ = await conn.post('/translate', body)
-          statuses[status] += 1
-          if status == 200:
-            latencies.append(time.perf_counter() - t0)
-        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as e:
-          statuses[type(e).__name__] += 1
-          await conn.close()
-    finally:
-      await conn.close()
-
-  t0 = time.perf_counter()
-  await asyncio.gather(*(worker() for _ in range(clients)))
-  seconds = time.perf_counter() - t0
-  ok = statuses.get(200, 0)
-  q = statistics.quantiles(latencies, n=100, method='inclusive') if len(latencies) > 1 else [0] * 99
-  return {
-    'clients': clients,
-    'requests': requests,
-    'ok': ok,
-    'statuses': {str(k): v for k, v in sorted(statuses.items(), key=str)},
-    'requests_per_s': round(ok / seconds, 1),
-    'p50_ms': round(q[49] * 1000, 1),
-    'p99_ms': round(q[98] * 1000, 1),
-  }
-
-
-def load(url: str, sentences: list[str], clients: int, requests: int, langs: tuple) -> dict:
-  """`_load` on uvloop when installed (the server's event loop too): the load generator
-  shares the 2 cores with the server, so its own cost per request counts."""
-  coro = _load(url, sentences, clients, requests, langs)
-  try:
-    import uvloop
-  except ImportError:
-    return asyncio.run(coro)
-  return uvloop.run(coro)
 
 
 def offline(model: str, workdir: str, sentences: list[str]) -> dict:
@@ -265,7 +178,12 @@ def main(argv: list[str]) -> None:
   if not FLAGS.compilation_cache_dir:  # the first server starts cold, the next ones warm
     FLAGS.compilation_cache_dir = tempfile.mkdtemp(prefix='serve_load_cache_')
   sentences, langs = test_sources(FLAGS.workdir)
+  generator = FLAGS.generator
+  if generator == 'auto':
+    generator = 'wrk' if shutil.which('wrk') else 'python'
+  measure = load_wrk if generator == 'wrk' else load
   result: dict[str, Any] = {'sentences': len(sentences), 'cpu': _cpu_name()}
+  result['generator'] = generator
   result['offline_sentences_per_s'] = offline(FLAGS.model, FLAGS.workdir, sentences)
   levels = [int(c) for c in FLAGS.clients]
   runs = []
@@ -280,11 +198,12 @@ def main(argv: list[str]) -> None:
         f'--beam_size={beam}',
         f'--max_batch={max_batch}',
         f'--max_wait_ms={FLAGS.max_wait_ms}',
+        f'--linger_ms={FLAGS.linger_ms}',
       )
       try:
         load(server.url, sentences, 8, 64, langs)  # connections and first requests
         for clients in levels if max_batch > 1 else [1, max(levels)]:
-          row = load(server.url, sentences, clients, FLAGS.requests, langs)
+          row = measure(server.url, sentences, clients, FLAGS.requests, langs)
           row.update(search=search, max_batch=max_batch, ready_s=round(server.ready_s, 1))
           runs.append(row)
           print(json.dumps(row), file=sys.stderr, flush=True)

@@ -10,8 +10,7 @@ Speaks LibreTranslate's API, the convention translation clients and front ends u
     `"scores"` (per sentence, the scores of the translation and its alternatives, best
     first; null from greedy search) and `attention: true` adds `"attention"`
     (`Searcher.attention`'s `{"translation", "source_tokens", "target_tokens", "weights"}`
-    of the translation answered, greedy or beam search's best; models with attention
-    only).
+    of the translation answered; models with attention only).
   - `GET /languages`: `[{"code", "name", "targets"}]`, the model's one direction;
     `GET /frontend/settings`: the limits and what the model offers, for front ends.
   - `GET /health` (200 while the process runs), `GET /ready` (200 once every batch shape
@@ -69,13 +68,14 @@ LANGUAGE_NAMES = {
 class Settings:
   """How the server batches and what it accepts (each has a flag of `seq2seq_jax.serve`).
 
-  `beam`: decode with the model's beam search by default (else greedy; a request asking
-  for alternatives always gets beam search). `max_chars`: characters per sentence;
-  `max_sentences`: sentences per request; `max_body_bytes`: the request body;
-  `max_queue`: sentences waiting to be decoded; `api_keys`: when given, a listed
-  `api_key` is required."""
+  `max_wait_ms`, `linger_ms`: see `serving.batcher`. `beam`: decode with the model's beam
+  search by default (else greedy; a request asking for alternatives always gets beam
+  search). `max_chars`: characters per sentence; `max_sentences`: sentences per request;
+  `max_body_bytes`: the request body; `max_queue`: sentences waiting to be decoded;
+  `api_keys`: when given, a listed `api_key` is required."""
 
   max_wait_ms: float = 0.0
+  linger_ms: float = 15.0
   beam: bool = False
   max_chars: int = 5000
   max_sentences: int = 128
@@ -121,8 +121,9 @@ class _Server:
       compiles=lambda: searcher.compiles,
       ready=lambda: float(self.ready.is_set()),
     )
+    s = settings
     self.batcher = batching.Batcher(
-      searcher, settings.max_wait_ms, settings.max_queue, on_batch=self.metrics.on_batch
+      searcher, s.max_wait_ms, s.max_queue, on_batch=self.metrics.on_batch, linger_ms=s.linger_ms
     )
 
   def compile(self) -> None:
