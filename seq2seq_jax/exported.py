@@ -138,10 +138,7 @@ def load(folder: str | Path, max_batch: int = 64, verify: bool = True) -> runtim
       f'{folder} was exported for {", ".join(sorted(manifest["platforms"]))}, and JAX runs '
       f'on {here} here: export it with --platforms={here}'
     )
-  tok = manifest['tokenizer']
-  kind = tok['kind']
-  cls = text.WordTokenizer if kind == 'word' else tokenizers.SentencePieceTokenizer
-  src_tok, tgt_tok = cls.load(folder / tok['source']), cls.load(folder / tok['target'])
+  src_tok, tgt_tok = tokenizers.load(folder, manifest['tokenizer']['kind'])  # the workdir's files
   return runtime.Searcher(
     greedy=_program(folder / entry['greedy']),
     beam=_program(folder / entry['beam']),

@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from seq2seq_jax import build, errors, models
+from seq2seq_jax import build, errors, models, runtime
 from seq2seq_jax.data import input_pipeline, text, tokenizers
 from seq2seq_jax.decoding import beam_search, ensemble, greedy_search
 from seq2seq_jax.train import checkpointing, population
@@ -99,17 +99,12 @@ class Translator:
   def source_tokens(self, sentence: str) -> list[str]:
     """The source tokens the model sees, `<eos>` included (for plots: unknown words as
     written with the word tokenizer, pieces with SentencePiece)."""
-    if hasattr(self.src_tok, 'vocab'):
-      return text.tokenize(text.preprocess(sentence))[: self.max_len]
-    return _token_strings(self.src_tok, self.src_tok.encode(sentence)[: self.max_len])
+    return runtime.token_strings(self.src_tok, self.encode([sentence], warn=False)[0], sentence)
 
   def output_tokens(self, ids: np.ndarray) -> list[str]:
     """Output ids -> one token per decoding step: up to and including `<eos>`, or all
     `max_len` of them when the model never produced `<eos>`."""
-    ids = [int(i) for i in ids]
-    if text.EOS_ID in ids:
-      ids = ids[: ids.index(text.EOS_ID) + 1]
-    return _token_strings(self.tgt_tok, ids)
+    return runtime.token_strings(self.tgt_tok, runtime.until_eos(ids))
 
   def encode(self, sentences: Sequence[str], warn: bool = True) -> list[list[int]]:
     """Source ids, trimmed to the model's maximum length (with a warning naming the first
@@ -235,13 +230,6 @@ def _nbest_search(
   return beam_search.make_beam_search(
     model, beam_size=beam_size, max_len=output_len, alpha=alpha, max_len_ratio=max_len_ratio
   )
-
-
-def _token_strings(tok: Any, ids: Sequence[int]) -> list[str]:
-  """Ids -> token strings: the word vocabulary's, or SentencePiece's pieces."""
-  if hasattr(tok, 'vocab'):
-    return [tok.vocab.idx_to_token[int(i)] for i in ids]
-  return [tok.sp.id_to_piece(int(i)) for i in ids]
 
 
 def _round_up(n: int) -> int:

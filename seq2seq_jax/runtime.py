@@ -189,9 +189,7 @@ class Searcher:
     else:
       out = np.asarray(self.greedy(self.params, src, src_len))
     weights = np.asarray(self.attend(self.params, src, src_len, out))[0]
-    out_ids = [int(i) for i in out[0]]
-    if text.EOS_ID in out_ids:
-      out_ids = out_ids[: out_ids.index(text.EOS_ID) + 1]
+    out_ids = until_eos(out[0])
     return {
       'translation': self.tgt_tok.decode(out_ids),
       'source_tokens': token_strings(self.src_tok, ids, sentence),
@@ -220,6 +218,12 @@ class Searcher:
   def compiles(self) -> int:
     """Programs compiled so far (one per search and shape): constant once `compile` ran."""
     return sum(_cache_size(f) for f in (self.greedy, self.beam, self.attend) if f is not None)
+
+
+def until_eos(ids: Sequence[int]) -> list[int]:
+  """Output ids up to and including the first `<eos>` (all of them when there is none)."""
+  ids = [int(i) for i in ids]
+  return ids[: ids.index(text.EOS_ID) + 1] if text.EOS_ID in ids else ids
 
 
 def token_strings(tok: Any, ids: Sequence[int], sentence: str | None = None) -> list[str]:

@@ -96,10 +96,8 @@ def load_searcher(f: Any) -> runtime.Searcher:
   if f.model:
     if f.ensemble or f.checkpoint != 'auto':
       raise errors.ConfigError('--ensemble and --checkpoint go with --workdir, not --model')
-    try:
-      from seq2seq_jax import exported
-    except ImportError:
-      raise errors.ConfigError('--model needs seq2seq_jax.exported: use --workdir') from None
+    from seq2seq_jax import exported
+
     searcher = exported.load(f.model, max_batch=f.max_batch)
     if f.beam_size > 1 and f.beam_size != searcher.beam_size:
       raise errors.ConfigError(

@@ -25,7 +25,6 @@ cache, new and empty unless `--compilation_cache_dir` is given: the first start'
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -89,9 +88,10 @@ class Server:
     self.url = f'http://127.0.0.1:{self.port}'
     cmd = [sys.executable, '-m', 'seq2seq_jax.serve', f'--model={model}', f'--port={self.port}']
     cmd.append(f'--compilation_cache_dir={FLAGS.compilation_cache_dir}')
-    self.log = open(os.devnull, 'wb')  # noqa: SIM115
     t0 = time.perf_counter()
-    self.proc = subprocess.Popen([*cmd, *flags_], cwd=ROOT, stdout=self.log, stderr=self.log)
+    self.proc = subprocess.Popen(
+      [*cmd, *flags_], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     while True:
       if self.proc.poll() is not None:
         raise RuntimeError(f'the server exited with {self.proc.returncode}: {" ".join(cmd)}')
@@ -108,10 +108,7 @@ class Server:
   def stop(self) -> int:
     """SIGTERM; the exit status."""
     self.proc.send_signal(signal.SIGTERM)
-    try:
-      return self.proc.wait(timeout=120)
-    finally:
-      self.log.close()
+    return self.proc.wait(timeout=120)
 
 
 def offline(model: str, workdir: str, sentences: list[str]) -> dict:
